@@ -1,0 +1,126 @@
+// Copyright the mizan-render authors. MIT license.
+//
+// Bootstrap of every render isolate: installs the Workers-compatible globals that framework
+// SSR bundles expect, taken from deno_web (never hand-written), and the internal dispatch
+// table that the Rust side calls to render a page. Runs once, at build time, into the base
+// startup snapshot; nothing here runs per isolate or per render.
+import { core, primordials } from "ext:core/mod.js";
+import { op_mizan_console } from "ext:core/ops";
+
+const {
+  Error,
+  JSONParse,
+  ObjectDefineProperties,
+  ObjectDefineProperty,
+  ObjectFreeze,
+  SafeMap,
+  TypeError,
+} = primordials;
+
+const web = (name) => core.loadExtScript(`ext:deno_web/${name}`);
+const url = web("00_url.js");
+const consoleMod = web("01_console.js");
+const domException = web("01_dom_exception.js");
+const event = web("02_event.js");
+const timers = web("02_timers.js");
+const abortSignal = web("03_abort_signal.js");
+const base64 = web("05_base64.js");
+const streams = web("06_streams.js");
+const encoding = web("08_text_encoding.js");
+const file = web("09_file.js");
+const messagePort = web("13_message_port.js");
+const performance = web("15_performance.js");
+
+// Console levels as deno_web passes them: 0 debug, 1 log/info, 2 warn, 3 error.
+const console = new consoleMod.Console((msg, level) => op_mizan_console(level, msg));
+
+ObjectDefineProperties(globalThis, {
+  AbortController: core.propNonEnumerable(abortSignal.AbortController),
+  AbortSignal: core.propNonEnumerable(abortSignal.AbortSignal),
+  Blob: core.propNonEnumerable(file.Blob),
+  ByteLengthQueuingStrategy: core.propNonEnumerable(streams.ByteLengthQueuingStrategy),
+  CountQueuingStrategy: core.propNonEnumerable(streams.CountQueuingStrategy),
+  CustomEvent: core.propNonEnumerable(event.CustomEvent),
+  DOMException: core.propNonEnumerable(domException.DOMException),
+  ErrorEvent: core.propNonEnumerable(event.ErrorEvent),
+  Event: core.propNonEnumerable(event.Event),
+  EventTarget: core.propNonEnumerable(event.EventTarget),
+  File: core.propNonEnumerable(file.File),
+  MessageChannel: core.propNonEnumerable(messagePort.MessageChannel),
+  MessageEvent: core.propNonEnumerable(event.MessageEvent),
+  MessagePort: core.propNonEnumerable(messagePort.MessagePort),
+  ReadableByteStreamController: core.propNonEnumerable(streams.ReadableByteStreamController),
+  ReadableStream: core.propNonEnumerable(streams.ReadableStream),
+  ReadableStreamBYOBReader: core.propNonEnumerable(streams.ReadableStreamBYOBReader),
+  ReadableStreamBYOBRequest: core.propNonEnumerable(streams.ReadableStreamBYOBRequest),
+  ReadableStreamDefaultController: core.propNonEnumerable(
+    streams.ReadableStreamDefaultController,
+  ),
+  ReadableStreamDefaultReader: core.propNonEnumerable(streams.ReadableStreamDefaultReader),
+  TextDecoder: core.propNonEnumerable(encoding.TextDecoder),
+  TextDecoderStream: core.propNonEnumerable(encoding.TextDecoderStream),
+  TextEncoder: core.propNonEnumerable(encoding.TextEncoder),
+  TextEncoderStream: core.propNonEnumerable(encoding.TextEncoderStream),
+  TransformStream: core.propNonEnumerable(streams.TransformStream),
+  TransformStreamDefaultController: core.propNonEnumerable(
+    streams.TransformStreamDefaultController,
+  ),
+  URL: core.propNonEnumerable(url.URL),
+  URLSearchParams: core.propNonEnumerable(url.URLSearchParams),
+  WritableStream: core.propNonEnumerable(streams.WritableStream),
+  WritableStreamDefaultController: core.propNonEnumerable(
+    streams.WritableStreamDefaultController,
+  ),
+  WritableStreamDefaultWriter: core.propNonEnumerable(streams.WritableStreamDefaultWriter),
+  atob: core.propWritable(base64.atob),
+  btoa: core.propWritable(base64.btoa),
+  clearInterval: core.propWritable(timers.clearInterval),
+  clearTimeout: core.propWritable(timers.clearTimeout),
+  console: core.propNonEnumerable(console),
+  performance: core.propWritable(performance.performance),
+  reportError: core.propWritable(event.reportError),
+  self: core.propGetterOnly(() => globalThis),
+  setInterval: core.propWritable(timers.setInterval),
+  setTimeout: core.propWritable(timers.setTimeout),
+  structuredClone: core.propWritable(messagePort.structuredClone),
+});
+
+// Bundles registered while the app snapshot is built, by manifest name.
+const bundles = new SafeMap();
+
+/** Called from Rust once per bundle, with the evaluated module's namespace. */
+function register(name, namespace) {
+  const entry = namespace.default;
+  if (entry === null || typeof entry !== "object" && typeof entry !== "function") {
+    throw new TypeError(`bundle "${name}" has no default export (expected { render(input) })`);
+  }
+  if (typeof entry.render !== "function") {
+    throw new TypeError(`bundle "${name}": default export has no render(input) function`);
+  }
+  bundles.set(name, entry);
+}
+
+/** Called from Rust once per isolate, after it was created from the snapshot. */
+function init() {
+  performance.setTimeOrigin();
+}
+
+/** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
+async function render(name, input) {
+  const entry = bundles.get(name);
+  if (entry === undefined) {
+    throw new Error(`bundle "${name}" is not loaded in this isolate`);
+  }
+  const out = await entry.render(JSONParse(input));
+  if (out === null || typeof out !== "object" || typeof out.html !== "string") {
+    throw new TypeError(`bundle "${name}": render() must resolve to { status, headers, html }`);
+  }
+  return out;
+}
+
+ObjectDefineProperty(globalThis, "__mizan", {
+  value: ObjectFreeze({ register, init, render }),
+  enumerable: false,
+  writable: false,
+  configurable: false,
+});

@@ -1,0 +1,115 @@
+// Framework-independent half of the Mizan wrapper layer: the prefetched data store that
+// `useMizan` reads during SSR, `DjangoError`, and the hydration payload. Every framework
+// adapter (React today; Vue and Svelte next) builds on this file, so that all of them agree
+// on keys, errors and escaping.
+
+/** An error the origin (Django) answered for a context: `{ type, status, message }`. */
+export class DjangoError extends Error {
+  constructor({ type, status, message }) {
+    super(message);
+    this.name = "DjangoError";
+    this.type = type;
+    this.status = status;
+  }
+
+  toJSON() {
+    return { type: this.type, status: this.status, message: this.message };
+  }
+}
+
+/**
+ * Canonical JSON as RFC 8785 (JCS) defines it for the values params can hold: object keys
+ * sorted by UTF-16 code units, ECMAScript number and string serialisation.
+ */
+export function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The lookup key of one dependency: `context` and its canonical params. */
+export function dependencyKey(context, params) {
+  return `${context}:${canonicalJson(params ?? {})}`;
+}
+
+/**
+ * The data a page may read: built from the ABI input's `data` and `errors` lists, each
+ * `{ context, params, data }` or `{ context, params, error }`.
+ */
+export class MizanStore {
+  constructor(input) {
+    this.data = new Map();
+    this.errors = new Map();
+    for (const dep of input.data ?? []) {
+      this.data.set(dependencyKey(dep.context, dep.params), dep.data);
+    }
+    for (const dep of input.errors ?? []) {
+      this.errors.set(dependencyKey(dep.context, dep.params), new DjangoError(dep.error));
+    }
+  }
+
+  /** `{ data, error }` for a dependency the route prefetched; throws for one it did not. */
+  read(context, params) {
+    const key = dependencyKey(context, params);
+    if (this.errors.has(key)) return { data: undefined, error: this.errors.get(key) };
+    if (this.data.has(key)) return { data: this.data.get(key), error: null };
+    throw new Error(
+      `useMizan("${context}", ${canonicalJson(params ?? {})}): no prefetched data; ` +
+        `declare this context in the route's "data" in the manifest`,
+    );
+  }
+
+  /** The HTTP status of the page: that of the first origin error, else 200. */
+  status() {
+    for (const error of this.errors.values()) return error.status;
+    return 200;
+  }
+
+  /** The hydration payload: the same lists the page was rendered from. */
+  toJSON() {
+    const data = [...this.data].map(([key, value]) => ({ key, data: value }));
+    const errors = [...this.errors].map(([key, error]) => ({ key, error }));
+    return { data, errors };
+  }
+}
+
+const SCRIPT_ESCAPES = {
+  "<": "\\u003c",
+  ">": "\\u003e",
+  "&": "\\u0026",
+  "\u2028": "\\u2028",
+  "\u2029": "\\u2029",
+};
+
+/**
+ * JSON for a `<script type="application/json">` element: `<`, `>`, `&`, U+2028 and U+2029
+ * are written as JSON escapes, so no data value can close the element or start a comment,
+ * and `JSON.parse` of the element's text gives the value back unchanged.
+ */
+export function scriptSafeJson(value) {
+  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => SCRIPT_ESCAPES[c]);
+}
+
+const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+/** Text for an HTML text node or quoted attribute. */
+export function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+}
+
+/** The element id of the hydration payload. */
+export const DATA_ELEMENT_ID = "__mizan_data";
+
+/** The whole HTML document around a rendered page body. */
+export function htmlDocument({ title, body, store, lang = "en" }) {
+  return (
+    `<!DOCTYPE html><html lang="${escapeHtml(lang)}"><head><meta charset="utf-8">` +
+    `<meta name="viewport" content="width=device-width, initial-scale=1">` +
+    `<title>${escapeHtml(title)}</title></head><body><div id="root">${body}</div>` +
+    `<script type="application/json" id="${DATA_ELEMENT_ID}">${scriptSafeJson(store)}</script>` +
+    `</body></html>`
+  );
+}

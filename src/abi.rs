@@ -1,0 +1,110 @@
+//! The bundle ABI: what crosses from Rust into a framework SSR bundle and back.
+//!
+//! A bundle is an ES module whose default export has `render(input)`, resolving to
+//! `{ status, headers, html }`. The same bundle runs unchanged in our isolates, in Node and in
+//! workerd; `docs/bundle-abi.md` is the normative description.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// The input of one page render, minus the page name (see [`crate::pool::Pool::render`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PageInput {
+    /// The request path and query as the client sent them, e.g. `/products/42?tab=specs`.
+    pub url: String,
+    /// The manifest route pattern that matched, e.g. `/products/:id`.
+    pub route: String,
+    /// Route parameters, typed by the context params schema (`{"id": 42}`).
+    pub params: Map<String, Value>,
+    /// The query parameters the route declares; others never reach the bundle.
+    pub query: Map<String, Value>,
+    /// Data the origin answered for each dependency, prefetched before the render.
+    pub data: Vec<DependencyData>,
+    /// Errors the origin answered for a dependency; the page renders its `DjangoError` state.
+    pub errors: Vec<DependencyError>,
+}
+
+/// One prefetched dependency: `useMizan(context, params)` returns `data`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DependencyData {
+    /// The origin context name, e.g. `product_detail`.
+    pub context: String,
+    /// Its params object.
+    pub params: Map<String, Value>,
+    /// What the origin answered under `data`.
+    pub data: Value,
+}
+
+/// One dependency the origin answered with an error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DependencyError {
+    /// The origin context name.
+    pub context: String,
+    /// Its params object.
+    pub params: Map<String, Value>,
+    /// The error, as the origin protocol carries it.
+    pub error: OriginError,
+}
+
+/// An error body of the origin protocol: `{"type": "...", "status": 404, "message": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OriginError {
+    /// A machine-readable name, such as `NotFound` or `PermissionDenied`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status the origin answered.
+    pub status: u16,
+    /// A human-readable message.
+    pub message: String,
+}
+
+/// A rendered page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The HTTP status the bundle chose (200, or that of an origin error).
+    pub status: u16,
+    /// Response headers the bundle set, in order.
+    pub headers: Vec<(String, String)>,
+    /// The whole HTML document.
+    pub html: String,
+    /// Time spent inside the isolate, from the call to the settled promise.
+    pub elapsed: Duration,
+}
+
+/// `render()`'s resolved value as the bundle returns it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawRendered {
+    #[serde(default = "ok_status")]
+    pub status: u32,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    pub html: String,
+}
+
+fn ok_status() -> u32 {
+    200
+}
+
+/// Headers as a list of `[name, value]` pairs or as an object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawHeaders {
+    List(Vec<(String, String)>),
+    Map(std::collections::BTreeMap<String, String>),
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        RawHeaders::List(Vec::new())
+    }
+}
+
+impl RawHeaders {
+    pub fn into_vec(self) -> Vec<(String, String)> {
+        match self {
+            RawHeaders::List(list) => list,
+            RawHeaders::Map(map) => map.into_iter().collect(),
+        }
+    }
+}

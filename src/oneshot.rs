@@ -1,0 +1,64 @@
+//! `mizan-render render`: one page rendered from a manifest, a URL and captured origin
+//! answers, without a server or an origin. The tool behind SSR parity tests.
+//!
+//! The data file maps context names to what the origin answered for them, in the origin
+//! protocol's own shape: `{"product_detail": {"data": {...}}, "cart": {"error": {...}}}`.
+
+use crate::abi::{DependencyData, DependencyError, OriginError, PageInput, Rendered};
+use crate::manifest::{Manifest, Router};
+use crate::pool::{BundleSource, Pool, PoolConfig};
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One origin answer: `{"data": ...}` or `{"error": {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum OriginAnswer {
+    /// A successful answer.
+    Data(Value),
+    /// An error answer.
+    Error(OriginError),
+}
+
+/// Builds the page input for `url` from answers keyed by context name.
+pub fn page_input(manifest: &Manifest, url: &str, answers: &BTreeMap<String, OriginAnswer>) -> anyhow::Result<(String, String, PageInput)> {
+    let router = Router::new(manifest).map_err(|(i, m)| anyhow!("routes[{i}]: {m}"))?;
+    let matched = router.route(manifest, url)?;
+    let route = &manifest.routes[matched.index];
+    let mut input = PageInput {
+        url: url.to_string(),
+        route: route.path.clone(),
+        params: matched.params,
+        query: matched.query,
+        ..PageInput::default()
+    };
+    for (context, params) in matched.deps {
+        match answers.get(&context) {
+            Some(OriginAnswer::Data(data)) => input.data.push(DependencyData { context, params, data: data.clone() }),
+            Some(OriginAnswer::Error(error)) => input.errors.push(DependencyError { context, params, error: error.clone() }),
+            None => bail!("the data file has no answer for context \"{context}\", which route {} reads", route.path),
+        }
+    }
+    Ok((route.bundle.clone(), route.page.clone(), input))
+}
+
+/// Renders `url` once with a one-worker pool.
+pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>) -> anyhow::Result<Rendered> {
+    let manifest = Manifest::load(manifest_path)?;
+    let answers: BTreeMap<String, OriginAnswer> = match data_path {
+        None => BTreeMap::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading data file {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("data file {}", path.display()))?
+        }
+    };
+    let (bundle, page, input) = page_input(&manifest, url, &answers)?;
+    let path = manifest.bundle_path(&bundle).expect("validated manifest names its bundles");
+    let source = BundleSource::read(&bundle, &path)?;
+    let pool = tokio::task::spawn_blocking(move || Pool::start(PoolConfig { workers: 1, queue: 1, ..PoolConfig::default() }, &[source]))
+        .await??;
+    Ok(pool.render(&bundle, &page, &input).await?)
+}

@@ -1,0 +1,218 @@
+//! The isolate pool: N render threads, each owning one isolate restored from the app
+//! snapshot, behind a bounded queue.
+//!
+//! Handlers see only [`Pool`], which is `Send + Sync`; isolates never leave their thread.
+//! A render that fails (the bundle threw, bad output) answers its caller with a
+//! [`RenderError`], and the worker replaces its isolate, so a faulty render cannot leave
+//! state behind for the next one. Isolates are also recycled after a number of renders.
+
+mod error;
+mod isolate;
+pub mod snapshot;
+
+pub use error::RenderError;
+pub use snapshot::BundleSource;
+
+use crate::abi::{PageInput, Rendered};
+use isolate::Isolate;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Sizing of the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Render threads, each with one isolate. Default: the number of cores.
+    pub workers: usize,
+    /// Renders that may wait for a free worker; one more is refused with
+    /// [`RenderError::Overloaded`]. Default: 64 per worker.
+    pub queue: usize,
+    /// Renders after which an isolate is replaced by a fresh one from the snapshot.
+    pub max_renders_per_isolate: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self { workers, queue: 64 * workers, max_renders_per_isolate: 10_000 }
+    }
+}
+
+/// Counters of a pool since it started.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Renders that produced a page.
+    pub rendered: AtomicU64,
+    /// Renders that failed.
+    pub failed: AtomicU64,
+    /// Isolates created after the first one of each worker.
+    pub recycled: AtomicU64,
+}
+
+struct Job {
+    bundle: Arc<str>,
+    page: String,
+    input: String,
+    reply: oneshot::Sender<Result<Rendered, RenderError>>,
+}
+
+/// A pool of render isolates. Dropping it lets queued renders finish, then joins the workers.
+pub struct Pool {
+    queue: Option<async_channel::Sender<Job>>,
+    bundles: BTreeSet<Arc<str>>,
+    capacity: usize,
+    workers: Vec<JoinHandle<()>>,
+    stats: Arc<PoolStats>,
+}
+
+impl Pool {
+    /// Builds the app snapshot of `bundles` and starts the workers; returns once every worker
+    /// has its isolate, or with the first error (a bundle that does not load, say).
+    pub fn start(config: PoolConfig, bundles: &[BundleSource]) -> Result<Self, RenderError> {
+        let started = Instant::now();
+        let snapshot = snapshot::build(bundles)?;
+        tracing::info!(
+            bundles = bundles.len(),
+            snapshot_kib = snapshot.len() / 1024,
+            ms = started.elapsed().as_millis() as u64,
+            "app snapshot built"
+        );
+        let workers = config.workers.max(1);
+        let capacity = config.queue.max(1);
+        let (tx, rx) = async_channel::bounded::<Job>(capacity);
+        let stats = Arc::new(PoolStats::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (rx, ready, stats) = (rx.clone(), ready_tx.clone(), stats.clone());
+            let max_renders = config.max_renders_per_isolate.max(1);
+            let handle = std::thread::Builder::new()
+                .name(format!("mizan-render-{index}"))
+                .spawn(move || worker(index, snapshot, rx, ready, stats, max_renders))
+                .map_err(|e| RenderError::Setup(e.to_string()))?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let pool = Self {
+            queue: Some(tx),
+            bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
+            capacity,
+            workers: handles,
+            stats,
+        };
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(RenderError::Setup("a render worker died while starting".into())),
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Renders `page` of `bundle` with `input` on the first free worker.
+    pub async fn render(&self, bundle: &str, page: &str, input: &PageInput) -> Result<Rendered, RenderError> {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            page: &'a str,
+            #[serde(flatten)]
+            input: &'a PageInput,
+        }
+        let Some(bundle) = self.bundles.get(bundle).cloned() else {
+            let known = self.bundles.iter().map(|b| &**b).collect::<Vec<_>>().join(", ");
+            return Err(RenderError::UnknownBundle { bundle: bundle.into(), known });
+        };
+        let input = serde_json::to_string(&Envelope { page, input })?;
+        let queue = self.queue.as_ref().ok_or(RenderError::PoolClosed)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job { bundle, page: page.into(), input, reply };
+        queue.try_send(job).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => RenderError::Overloaded { capacity: self.capacity },
+            async_channel::TrySendError::Closed(_) => RenderError::PoolClosed,
+        })?;
+        answer.await.map_err(|_| RenderError::PoolClosed)?
+    }
+
+    /// The names of the bundles this pool renders.
+    pub fn bundles(&self) -> impl Iterator<Item = &str> {
+        self.bundles.iter().map(|b| &**b)
+    }
+
+    /// Counters since the pool started.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// Number of render threads.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker's loop once the queue is drained.
+        self.queue.take();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn worker(
+    index: usize,
+    snapshot: &'static [u8],
+    queue: async_channel::Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<(), RenderError>>,
+    stats: Arc<PoolStats>,
+    max_renders: u64,
+) {
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(e) => {
+            let _ = ready.send(Err(RenderError::Setup(e.to_string())));
+            return;
+        }
+    };
+    tokio.block_on(async move {
+        let mut isolate = match Isolate::new(snapshot) {
+            Ok(isolate) => isolate,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        drop(ready);
+        while let Ok(job) = queue.recv().await {
+            if job.reply.is_closed() {
+                continue; // the caller went away while the job was queued
+            }
+            let result = isolate.render(&job.bundle, &job.page, &job.input).await;
+            let recycle = result.is_err() || isolate.renders >= max_renders;
+            match &result {
+                Ok(_) => stats.rendered.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(worker = index, error = %e, "render failed");
+                    stats.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            let _ = job.reply.send(result);
+            if recycle {
+                drop(isolate);
+                isolate = match Isolate::new(snapshot) {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot replace isolate; worker stops");
+                        return;
+                    }
+                };
+                stats.recycled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}

@@ -1,0 +1,91 @@
+//! The app snapshot: the runtime extensions (`runtime-js/` and deno_web) plus every bundle of
+//! the manifest, loaded, evaluated and registered once at start-up, so that a new isolate is ready to render in milliseconds.
+
+use super::RenderError;
+use super::isolate::{error_text, internal_fn, runtime_options};
+use deno_core::{JsRuntimeForSnapshot, ModuleSpecifier, PollEventLoopOptions, scope, v8};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A framework SSR bundle, read from disk.
+#[derive(Debug, Clone)]
+pub struct BundleSource {
+    /// The manifest's name for it.
+    pub name: String,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The ES module's source.
+    pub code: String,
+    /// Hex SHA-256 of `code`, recorded with every page rendered from it.
+    pub hash: String,
+}
+
+impl BundleSource {
+    /// Reads the bundle `name` from `path`.
+    pub fn read(name: &str, path: &Path) -> Result<Self, RenderError> {
+        let code = std::fs::read_to_string(path).map_err(|source| RenderError::BundleRead {
+            bundle: name.into(),
+            path: path.into(),
+            source,
+        })?;
+        let hash = format!("{:x}", Sha256::digest(code.as_bytes()));
+        // Canonical, so that the module specifier V8 sees is exactly the one registered.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Self { name: name.into(), path, code, hash })
+    }
+}
+
+/// Builds the app snapshot for `bundles` on a thread of its own (snapshotting needs a tokio
+/// runtime and blocks for as long as the bundles take to evaluate). The bytes are leaked:
+/// V8 needs them for as long as any isolate restored from them lives.
+pub fn build(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
+    let bundles = bundles.to_vec();
+    std::thread::Builder::new()
+        .name("mizan-snapshot".into())
+        .spawn(move || {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| RenderError::Setup(e.to_string()))?;
+            tokio.block_on(build_here(&bundles))
+        })
+        .map_err(|e| RenderError::Setup(e.to_string()))?
+        .join()
+        .map_err(|_| RenderError::Setup("snapshot thread panicked".into()))?
+}
+
+async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
+    let mut runtime = JsRuntimeForSnapshot::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
+    let register = internal_fn(&mut runtime, "register").map_err(RenderError::Setup)?;
+    for bundle in bundles {
+        let load_error = |message: String| RenderError::BundleLoad { bundle: bundle.name.clone(), message };
+        let specifier = ModuleSpecifier::from_file_path(&bundle.path)
+            .map_err(|()| load_error(format!("{} is not a usable module path", bundle.path.display())))?;
+        let id = runtime
+            .load_side_es_module_from_code(&specifier, bundle.code.clone())
+            .await
+            .map_err(|e| load_error(error_text(e)))?;
+        let evaluation = Box::pin(runtime.mod_evaluate(id));
+        runtime
+            .with_event_loop_future(evaluation, PollEventLoopOptions::default())
+            .await
+            .map_err(|e| load_error(error_text(e)))?;
+        let namespace = runtime.get_module_namespace(id).map_err(|e| load_error(error_text(e)))?;
+        scope!(scope, &mut runtime);
+        v8::tc_scope!(let scope, scope);
+        let register = v8::Local::new(scope, &register);
+        let name = v8::String::new(scope, &bundle.name).ok_or_else(|| load_error("name too long".into()))?;
+        let namespace = v8::Local::new(scope, namespace);
+        let undefined = v8::undefined(scope).into();
+        if register.call(scope, undefined, &[name.into(), namespace.into()]).is_none() {
+            let message = scope
+                .exception()
+                .map(|e| e.to_rust_string_lossy(scope))
+                .unwrap_or_else(|| "register() failed".into());
+            return Err(load_error(message));
+        }
+    }
+    // V8 refuses to snapshot while a global handle is alive.
+    drop(register);
+    Ok(Box::leak(runtime.snapshot()))
+}
