@@ -37,7 +37,12 @@ fn main() {
             if files.is_empty() {
                 continue;
             }
-            let _ = writeln!(code, "            static {}: [deno_core::ExtensionFileSource; {}] = [", field.to_uppercase(), files.len());
+            let _ = writeln!(
+                code,
+                "            static {}: [deno_core::ExtensionFileSource; {}] = [",
+                field.to_uppercase(),
+                files.len()
+            );
             for file in files {
                 #[allow(deprecated)]
                 let ExtensionFileSourceCode::LoadedFromFsDuringSnapshot(path) = file.code else {
@@ -50,7 +55,8 @@ fn main() {
                     file.specifier
                 );
             }
-            let _ = writeln!(code, "            ];\n            ext.{field} = Cow::Borrowed(&{});", field.to_uppercase());
+            let _ =
+                writeln!(code, "            ];\n            ext.{field} = Cow::Borrowed(&{});", field.to_uppercase());
         }
         code.push_str("        }\n");
     }

@@ -24,7 +24,11 @@ pub enum OriginAnswer {
 }
 
 /// Builds the page input for `url` from answers keyed by context name.
-pub fn page_input(manifest: &Manifest, url: &str, answers: &BTreeMap<String, OriginAnswer>) -> anyhow::Result<(String, String, PageInput)> {
+pub fn page_input(
+    manifest: &Manifest,
+    url: &str,
+    answers: &BTreeMap<String, OriginAnswer>,
+) -> anyhow::Result<(String, String, PageInput)> {
     let router = Router::new(manifest).map_err(|(i, m)| anyhow!("routes[{i}]: {m}"))?;
     let matched = router.route(manifest, url)?;
     let route = &manifest.routes[matched.index];
@@ -38,7 +42,9 @@ pub fn page_input(manifest: &Manifest, url: &str, answers: &BTreeMap<String, Ori
     for (context, params) in matched.deps {
         match answers.get(&context) {
             Some(OriginAnswer::Data(data)) => input.data.push(DependencyData { context, params, data: data.clone() }),
-            Some(OriginAnswer::Error(error)) => input.errors.push(DependencyError { context, params, error: error.clone() }),
+            Some(OriginAnswer::Error(error)) => {
+                input.errors.push(DependencyError { context, params, error: error.clone() })
+            }
             None => bail!("the data file has no answer for context \"{context}\", which route {} reads", route.path),
         }
     }
@@ -51,14 +57,17 @@ pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>) -
     let answers: BTreeMap<String, OriginAnswer> = match data_path {
         None => BTreeMap::new(),
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading data file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading data file {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("data file {}", path.display()))?
         }
     };
     let (bundle, page, input) = page_input(&manifest, url, &answers)?;
     let path = manifest.bundle_path(&bundle).expect("validated manifest names its bundles");
     let source = BundleSource::read(&bundle, &path)?;
-    let pool = tokio::task::spawn_blocking(move || Pool::start(PoolConfig { workers: 1, queue: 1, ..PoolConfig::default() }, &[source]))
-        .await??;
+    let pool = tokio::task::spawn_blocking(move || {
+        Pool::start(PoolConfig { workers: 1, queue: 1, ..PoolConfig::default() }, &[source])
+    })
+    .await??;
     Ok(pool.render(&bundle, &page, &input).await?)
 }

@@ -237,7 +237,10 @@ impl Manifest {
         }
         for (name, context) in &self.contexts {
             if !is_identifier(name) {
-                return Err((format!("contexts.{name}"), "context names are identifiers ([A-Za-z_][A-Za-z0-9_]*)".into()));
+                return Err((
+                    format!("contexts.{name}"),
+                    "context names are identifiers ([A-Za-z_][A-Za-z0-9_]*)".into(),
+                ));
             }
             if !context.params.is_object() {
                 return Err((format!("contexts.{name}.params"), "must be a JSON Schema object".into()));
@@ -285,7 +288,8 @@ impl Manifest {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
@@ -327,7 +331,10 @@ mod tests {
     fn names_an_unknown_context() {
         let bad = GOOD.replace(r#""context": "product_detail""#, r#""context": "product_detial""#);
         let err = load(&bad).unwrap_err().to_string();
-        assert_eq!(err, "manifest m.json: routes[0].data[0].context: unknown context \"product_detial\" (known: product_detail)");
+        assert_eq!(
+            err,
+            "manifest m.json: routes[0].data[0].context: unknown context \"product_detial\" (known: product_detail)"
+        );
     }
 
     #[test]
@@ -346,10 +353,8 @@ mod tests {
 
     #[test]
     fn refuses_conflicting_routes() {
-        let bad = GOOD.replace(
-            r#""routes": ["#,
-            r#""routes": [{"path": "/products/:slug", "bundle": "app", "page": "X"},"#,
-        );
+        let bad =
+            GOOD.replace(r#""routes": ["#, r#""routes": [{"path": "/products/:slug", "bundle": "app", "page": "X"},"#);
         let err = load(&bad).unwrap_err().to_string();
         assert!(err.contains("routes[1].path"), "{err}");
     }

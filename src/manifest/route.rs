@@ -152,7 +152,9 @@ fn coerce(raw: Option<&Value>, schema: &Value, name: &str) -> Option<Value> {
                 && (canonical == "0" || !canonical.starts_with('0'));
             ok.then(|| raw.parse::<i64>().ok().map(Value::from)).flatten()
         }
-        Some("number") => raw.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number),
+        Some("number") => {
+            raw.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number)
+        }
         Some("boolean") => match raw {
             "true" => Some(Value::Bool(true)),
             "false" => Some(Value::Bool(false)),
@@ -209,7 +211,8 @@ mod tests {
 
     #[test]
     fn a_param_of_the_wrong_type_matches_nothing() {
-        for url in ["/products/abc", "/products/042", "/products/4.2", "/products/-", "/products/99999999999999999999"] {
+        for url in ["/products/abc", "/products/042", "/products/4.2", "/products/-", "/products/99999999999999999999"]
+        {
             assert_eq!(route(url), Err(RouteError::NotFound(url.into())), "{url}");
         }
     }

@@ -18,19 +18,20 @@ pub(crate) fn runtime_options(snapshot: Option<&'static [u8]>) -> RuntimeOptions
 
 /// A function of the bootstrap's `globalThis.__mizan` table.
 pub(crate) fn internal_fn(rt: &mut JsRuntime, name: &'static str) -> Result<v8::Global<v8::Function>, String> {
-    let value = rt
-        .execute_script("ext:mizan/internal", format!("globalThis.__mizan.{name}"))
-        .map_err(|e| e.to_string())?;
+    let value =
+        rt.execute_script("ext:mizan/internal", format!("globalThis.__mizan.{name}")).map_err(|e| e.to_string())?;
     scope!(scope, rt);
     let local = v8::Local::new(scope, value);
-    let function = v8::Local::<v8::Function>::try_from(local).map_err(|_| format!("__mizan.{name} is not a function"))?;
+    let function =
+        v8::Local::<v8::Function>::try_from(local).map_err(|_| format!("__mizan.{name} is not a function"))?;
     Ok(v8::Global::new(scope, function))
 }
 
 /// Text of a JS error with its stack, or of another runtime error.
 pub(crate) fn error_text(error: CoreError) -> String {
     match *error.0 {
-        CoreErrorKind::Js(js) => js.to_string(),
+        // `.stack` is the error's own text and frames ("Error: boom\n    at f (file:///…)").
+        CoreErrorKind::Js(js) => js.stack.clone().unwrap_or_else(|| js.to_string()),
         other => other.to_string(),
     }
 }
@@ -46,7 +47,8 @@ pub(crate) struct Isolate {
 impl Isolate {
     /// Restores an isolate from `snapshot` (which must hold the bootstrap).
     pub fn new(snapshot: &'static [u8]) -> Result<Self, RenderError> {
-        let mut runtime = JsRuntime::try_new(runtime_options(Some(snapshot))).map_err(|e| RenderError::Setup(error_text(e)))?;
+        let mut runtime =
+            JsRuntime::try_new(runtime_options(Some(snapshot))).map_err(|e| RenderError::Setup(error_text(e)))?;
         let init = internal_fn(&mut runtime, "init").map_err(RenderError::Setup)?;
         let render_fn = internal_fn(&mut runtime, "render").map_err(RenderError::Setup)?;
         {
@@ -64,10 +66,14 @@ impl Isolate {
         let started = Instant::now();
         let args = {
             scope!(scope, &mut self.runtime);
-            let name = v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
+            let name =
+                v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
             let input = v8::String::new(scope, input_json)
                 .ok_or_else(|| RenderError::Setup("render input exceeds V8's string limit".into()))?;
-            [v8::Global::new(scope, v8::Local::<v8::Value>::from(name)), v8::Global::new(scope, v8::Local::<v8::Value>::from(input))]
+            [
+                v8::Global::new(scope, v8::Local::<v8::Value>::from(name)),
+                v8::Global::new(scope, v8::Local::<v8::Value>::from(input)),
+            ]
         };
         let call = self.runtime.call_with_args(&self.render_fn, &args);
         let value = self
@@ -81,10 +87,14 @@ impl Isolate {
         let raw: RawRendered = serde_v8::from_v8(scope, local).map_err(|e| RenderError::BadOutput {
             bundle: bundle.into(),
             page: page.into(),
-            message: e.to_string(),
+            message: format!("render() must resolve to {{ status, headers, html }}: {e}"),
         })?;
         let status = u16::try_from(raw.status).ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| {
-            RenderError::BadOutput { bundle: bundle.into(), page: page.into(), message: format!("status {} is not an HTTP status", raw.status) }
+            RenderError::BadOutput {
+                bundle: bundle.into(),
+                page: page.into(),
+                message: format!("status {} is not an HTTP status", raw.status),
+            }
         })?;
         Ok(Rendered { status, headers: raw.headers.into_vec(), html: raw.html, elapsed })
     }

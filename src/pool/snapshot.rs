@@ -3,7 +3,7 @@
 
 use super::RenderError;
 use super::isolate::{error_text, internal_fn, runtime_options};
-use deno_core::{JsRuntimeForSnapshot, ModuleSpecifier, PollEventLoopOptions, scope, v8};
+use deno_core::{JsRuntime, JsRuntimeForSnapshot, ModuleSpecifier, PollEventLoopOptions, scope, v8};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -55,22 +55,22 @@ pub fn build(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
 }
 
 async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
-    let mut runtime = JsRuntimeForSnapshot::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
+    let mut runtime =
+        JsRuntimeForSnapshot::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
     let register = internal_fn(&mut runtime, "register").map_err(RenderError::Setup)?;
     for bundle in bundles {
         let load_error = |message: String| RenderError::BundleLoad { bundle: bundle.name.clone(), message };
-        let specifier = ModuleSpecifier::from_file_path(&bundle.path)
-            .map_err(|()| load_error(format!("{} is not a usable module path", bundle.path.display())))?;
-        let id = runtime
-            .load_side_es_module_from_code(&specifier, bundle.code.clone())
-            .await
-            .map_err(|e| load_error(error_text(e)))?;
-        let evaluation = Box::pin(runtime.mod_evaluate(id));
-        runtime
-            .with_event_loop_future(evaluation, PollEventLoopOptions::default())
-            .await
-            .map_err(|e| load_error(error_text(e)))?;
-        let namespace = runtime.get_module_namespace(id).map_err(|e| load_error(error_text(e)))?;
+        let namespace = match evaluate(&mut runtime, bundle).await {
+            Ok(namespace) => namespace,
+            // V8 keeps no stack for errors thrown while a snapshot is being made: evaluate
+            // the bundle once more in a plain isolate to report the error with its stack.
+            Err(first) => {
+                let mut plain =
+                    JsRuntime::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
+                let message = evaluate(&mut plain, bundle).await.err().unwrap_or(first);
+                return Err(load_error(message));
+            }
+        };
         scope!(scope, &mut runtime);
         v8::tc_scope!(let scope, scope);
         let register = v8::Local::new(scope, &register);
@@ -78,14 +78,22 @@ async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderErr
         let namespace = v8::Local::new(scope, namespace);
         let undefined = v8::undefined(scope).into();
         if register.call(scope, undefined, &[name.into(), namespace.into()]).is_none() {
-            let message = scope
-                .exception()
-                .map(|e| e.to_rust_string_lossy(scope))
-                .unwrap_or_else(|| "register() failed".into());
+            let message =
+                scope.exception().map(|e| e.to_rust_string_lossy(scope)).unwrap_or_else(|| "register() failed".into());
             return Err(load_error(message));
         }
     }
     // V8 refuses to snapshot while a global handle is alive.
     drop(register);
     Ok(Box::leak(runtime.snapshot()))
+}
+
+/// Loads and evaluates `bundle` as an ES module; its namespace object, or the error text.
+async fn evaluate(runtime: &mut JsRuntime, bundle: &BundleSource) -> Result<v8::Global<v8::Object>, String> {
+    let specifier = ModuleSpecifier::from_file_path(&bundle.path)
+        .map_err(|()| format!("{} is not a usable module path", bundle.path.display()))?;
+    let id = runtime.load_side_es_module_from_code(&specifier, bundle.code.clone()).await.map_err(error_text)?;
+    let evaluation = Box::pin(runtime.mod_evaluate(id));
+    runtime.with_event_loop_future(evaluation, PollEventLoopOptions::default()).await.map_err(error_text)?;
+    runtime.get_module_namespace(id).map_err(error_text)
 }

@@ -1,1 +1,7 @@
+//! The integration tests, one binary (every binary that links V8 costs a long link), one
+//! module per topic.
 
+mod common;
+mod parity;
+mod pool;
+mod render;

@@ -1,0 +1,76 @@
+//! Fixtures shared by the integration tests.
+
+use mizan_render::abi::PageInput;
+use mizan_render::manifest::Manifest;
+use mizan_render::oneshot::{OriginAnswer, page_input};
+use mizan_render::pool::{BundleSource, Pool, PoolConfig};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture React app's manifest.
+pub fn react_manifest() -> Manifest {
+    Manifest::load(&root().join("fixtures/manifests/react.json")).expect("fixture manifest loads")
+}
+
+/// The fixture React app's server bundle; built by `scripts/setup` (npm ci + esbuild).
+pub fn react_bundle() -> BundleSource {
+    let path = react_manifest().bundle_path("react_app").unwrap();
+    assert!(path.exists(), "{} is missing: run scripts/setup, which builds the fixture apps", path.display());
+    BundleSource::read("react_app", &path).unwrap()
+}
+
+/// A hand-written test bundle from `tests/fixtures/bundles/`.
+pub fn test_bundle(name: &str) -> BundleSource {
+    BundleSource::read(name, &root().join(format!("tests/fixtures/bundles/{name}.mjs"))).unwrap()
+}
+
+/// A pool of `workers` isolates holding `bundles`.
+pub fn pool(workers: usize, bundles: &[BundleSource]) -> Pool {
+    Pool::start(PoolConfig { workers, queue: 256, max_renders_per_isolate: 10_000 }, bundles).expect("pool starts")
+}
+
+/// The fixture catalogue (`fixtures/data/products.json`).
+pub fn products() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("fixtures/data/products.json")).unwrap();
+    let mut doc: Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(doc["products"].take()).unwrap()
+}
+
+/// What the origin answers for the fixture contexts, as `mizan-render render --data` reads it.
+pub fn origin_answers(product_id: Option<u64>) -> BTreeMap<String, OriginAnswer> {
+    let products = products();
+    let list: Vec<Value> = products
+        .iter()
+        .map(|p| json!({"id": p["id"], "name": p["name"], "price": p["price"], "category": p["category"], "stock": p["stock"]}))
+        .collect();
+    let detail = match product_id.and_then(|id| products.iter().find(|p| p["id"] == id)) {
+        Some(product) => json!({"data": product}),
+        None => json!({"error": {"type": "NotFound", "status": 404, "message": "No product with that id"}}),
+    };
+    serde_json::from_value(json!({"product_list": {"data": {"products": list}}, "product_detail": detail})).unwrap()
+}
+
+/// `(bundle, page, input)` for a URL of the fixture app.
+pub fn react_page(url: &str) -> (String, String, PageInput) {
+    let id = url.strip_prefix("/products/").and_then(|id| id.parse().ok());
+    page_input(&react_manifest(), url, &origin_answers(id)).unwrap()
+}
+
+/// The text of the element `<script type="application/json" id="__mizan_data">`.
+pub fn hydration_payload(html: &str) -> &str {
+    let open = r#"<script type="application/json" id="__mizan_data">"#;
+    let start = html.find(open).expect("hydration payload present") + open.len();
+    let end = start + html[start..].find("</script>").expect("payload element closes");
+    &html[start..end]
+}
+
+/// Absolute path under the test binary's scratch directory.
+pub fn scratch(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}

@@ -1,0 +1,120 @@
+//! The isolate pool: concurrency, faults, and what it says when a bundle is wrong.
+
+use crate::common::{pool, react_bundle, react_page, test_bundle};
+use mizan_render::abi::PageInput;
+use mizan_render::pool::{BundleSource, Pool, PoolConfig, RenderError};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+
+fn input(url: &str) -> PageInput {
+    PageInput { url: url.into(), route: url.into(), ..PageInput::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_renders_across_threads_each_get_their_own_page() {
+    let pool = std::sync::Arc::new(pool(2, &[react_bundle()]));
+    let ids: Vec<u64> = (1..=40).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let (bundle, page, input) = react_page(&format!("/products/{id}"));
+                let name = input.data[0].data["name"].as_str().unwrap().to_string();
+                let out = pool.render(&bundle, &page, &input).await.unwrap();
+                (id, name, out.html)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (id, name, html) = task.await.unwrap();
+        let title = name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        assert!(html.contains(&format!("<title>{title}</title>")), "page {id} has another page's title");
+        assert!(html.contains(&format!(r#"product_detail:{{\"id\":{id}}}"#)), "page {id} embeds another page's data");
+    }
+    assert_eq!(pool.stats().rendered.load(Ordering::Relaxed), 40);
+    assert_eq!(pool.workers(), 2);
+}
+
+#[tokio::test]
+async fn a_bundle_that_throws_names_itself_and_the_js_stack_and_the_pool_keeps_working() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    let err = pool.render("faulty", "throws", &input("/a")).await.unwrap_err();
+    let RenderError::Js { bundle, page, message } = &err else { panic!("{err:?}") };
+    assert_eq!((bundle.as_str(), page.as_str()), ("faulty", "throws"));
+    assert!(message.starts_with("Error: boom in the bundle"), "{message}");
+    assert!(message.contains("at explode (file:///") && message.contains("faulty.mjs:4:"), "{message}");
+    assert!(err.to_string().starts_with(r#"bundle "faulty" page "throws" threw: Error: boom in the bundle"#));
+
+    let err = pool.render("faulty", "rejects", &input("/b")).await.unwrap_err();
+    assert!(err.to_string().contains("TypeError: rejected after await"), "{err}");
+
+    // The only worker replaced its isolate after each fault and renders again, from a
+    // fresh module state (the bundle counts its renders in a module variable).
+    let out = pool.render("faulty", "ok", &input("/c")).await.unwrap();
+    assert_eq!(out.html, "<p>ok /c</p>");
+    assert_eq!(out.headers, vec![("x-renders".to_string(), "1".to_string())]);
+    assert_eq!(pool.stats().failed.load(Ordering::Relaxed), 2);
+    assert_eq!(pool.stats().recycled.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn invalid_render_results_are_refused_with_the_reason() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    let err = pool.render("faulty", "bad_output", &input("/")).await.unwrap_err();
+    assert!(matches!(&err, RenderError::BadOutput { .. }), "{err:?}");
+    assert!(err.to_string().contains("render() must resolve to { status, headers, html }"), "{err}");
+    let err = pool.render("faulty", "bad_status", &input("/")).await.unwrap_err();
+    assert!(err.to_string().ends_with("invalid render result: status 1000 is not an HTTP status"), "{err}");
+    let err = pool.render("faulty", "never", &input("/")).await.unwrap_err();
+    assert!(err.to_string().contains("event loop"), "a promise that can never settle is an error, not a hang: {err}");
+}
+
+#[tokio::test]
+async fn bundles_get_the_workers_globals() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    let out = pool.render("faulty", "globals", &input("/")).await.unwrap();
+    let got: Value = serde_json::from_str(&out.html).unwrap();
+    let want = serde_json::json!({
+        "bytes": [195, 169], "decoded": "é", "clone": {"a": [1, {"b": 2}]},
+        "url": "https://example.test/x?y=1#z", "search": "1", "b64": "aGk=", "unb64": "hi",
+        "stream": "s", "micro": true, "abort": "function", "perf": "number",
+    });
+    assert_eq!(got, want);
+    let out = pool.render("faulty", "timer", &input("/")).await.unwrap();
+    assert_eq!(out.html, "<p>after a timer</p>");
+}
+
+#[tokio::test]
+async fn a_bundle_file_that_does_not_exist_is_named() {
+    let err = BundleSource::read("ghost", std::path::Path::new("/nonexistent/ghost.mjs")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bundle \"ghost\": cannot read /nonexistent/ghost.mjs: No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test]
+async fn rendering_a_bundle_the_pool_does_not_hold_is_an_error() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    let err = pool.render("react_app", "ProductList", &input("/")).await.unwrap_err();
+    assert_eq!(err.to_string(), "unknown bundle \"react_app\" (loaded: faulty)");
+}
+
+#[test]
+fn a_bundle_that_fails_to_load_stops_the_pool_from_starting_with_its_stack() {
+    let config = PoolConfig { workers: 1, ..PoolConfig::default() };
+    let err = Pool::start(config.clone(), &[test_bundle("throws_at_load")]).err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("bundle \"throws_at_load\" failed to load: Error: top-level failure while loading"),
+        "{text}"
+    );
+    assert!(text.contains("throws_at_load.mjs:3:"), "{text}");
+
+    let err = Pool::start(config, &[test_bundle("no_render")]).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "bundle \"no_render\" failed to load: TypeError: bundle \"no_render\": default export has no render(input) function"
+    );
+}
