@@ -59,6 +59,17 @@ pub struct OriginError {
     pub message: String,
 }
 
+/// The JSON text a bundle's `render(input)` receives: `input` plus the page name.
+pub fn input_json(page: &str, input: &PageInput) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        page: &'a str,
+        #[serde(flatten)]
+        input: &'a PageInput,
+    }
+    serde_json::to_string(&Envelope { page, input })
+}
+
 /// A rendered page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {

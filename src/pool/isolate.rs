@@ -36,16 +36,18 @@ pub(crate) fn error_text(error: CoreError) -> String {
     }
 }
 
-/// A render isolate, ready to render any bundle of its snapshot.
-pub(crate) struct Isolate {
+/// A render isolate, ready to render any bundle of its snapshot. The pool owns one per
+/// worker thread; it is public for embedders and benchmarks that drive one directly.
+/// `!Send`: create and use it on one thread, inside a tokio runtime.
+pub struct Isolate {
     runtime: JsRuntime,
     render_fn: v8::Global<v8::Function>,
     /// Renders done by this isolate, for recycling.
-    pub renders: u64,
+    pub(crate) renders: u64,
 }
 
 impl Isolate {
-    /// Restores an isolate from `snapshot` (which must hold the bootstrap).
+    /// Restores an isolate from an app `snapshot` ([`super::snapshot::build`]).
     pub fn new(snapshot: &'static [u8]) -> Result<Self, RenderError> {
         let mut runtime =
             JsRuntime::try_new(runtime_options(Some(snapshot))).map_err(|e| RenderError::Setup(error_text(e)))?;
@@ -60,7 +62,8 @@ impl Isolate {
         Ok(Self { runtime, render_fn, renders: 0 })
     }
 
-    /// Renders `page` of `bundle`; `input_json` is the ABI input as JSON text.
+    /// Renders `page` of `bundle`; `input_json` is the ABI input as JSON text
+    /// ([`crate::abi::input_json`]).
     pub async fn render(&mut self, bundle: &str, page: &str, input_json: &str) -> Result<Rendered, RenderError> {
         self.renders += 1;
         let started = Instant::now();

@@ -14,8 +14,7 @@ pub use error::RenderError;
 pub use snapshot::BundleSource;
 
 use crate::abi::{PageInput, Rendered};
-use isolate::Isolate;
-use serde::Serialize;
+pub use isolate::Isolate;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,17 +115,11 @@ impl Pool {
 
     /// Renders `page` of `bundle` with `input` on the first free worker.
     pub async fn render(&self, bundle: &str, page: &str, input: &PageInput) -> Result<Rendered, RenderError> {
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            page: &'a str,
-            #[serde(flatten)]
-            input: &'a PageInput,
-        }
         let Some(bundle) = self.bundles.get(bundle).cloned() else {
             let known = self.bundles.iter().map(|b| &**b).collect::<Vec<_>>().join(", ");
             return Err(RenderError::UnknownBundle { bundle: bundle.into(), known });
         };
-        let input = serde_json::to_string(&Envelope { page, input })?;
+        let input = crate::abi::input_json(page, input)?;
         let queue = self.queue.as_ref().ok_or(RenderError::PoolClosed)?;
         let (reply, answer) = oneshot::channel();
         let job = Job { bundle, page: page.into(), input, reply };

@@ -1,0 +1,162 @@
+//! Render benchmark for the product list page (300 rows) of the fixture React app:
+//! isolate creation from the app snapshot, pure in-isolate render time, the same render
+//! through the pool (one worker, one request at a time: the pool's overhead), pool
+//! throughput with every core busy, and Node rendering the same bundle with the same input.
+//!
+//! Run with `bench/run.sh` (builds the fixtures first) or `cargo bench --bench render`.
+
+use mizan_render::abi::input_json;
+use mizan_render::manifest::Manifest;
+use mizan_render::oneshot::{OriginAnswer, page_input};
+use mizan_render::pool::{BundleSource, Isolate, Pool, PoolConfig, snapshot};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+const RENDERS: usize = 2000;
+const WARMUP: usize = 200;
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = Manifest::load(&root.join("fixtures/manifests/react.json")).unwrap();
+    let bundle_path = manifest.bundle_path("react_app").unwrap();
+    let bundle = BundleSource::read("react_app", &bundle_path).expect("run scripts/setup to build the fixture bundle");
+    let (name, page, input) = page_input(&manifest, "/products", &answers(&root)).unwrap();
+    let json = input_json(&page, &input).unwrap();
+
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let started = Instant::now();
+    let app_snapshot = snapshot::build(std::slice::from_ref(&bundle)).unwrap();
+    let snapshot_ms = ms(started);
+
+    // Isolate creation from the app snapshot (runtime-js, deno_web and the bundle loaded).
+    let mut create = Vec::new();
+    tokio.block_on(async {
+        for _ in 0..50 {
+            let t = Instant::now();
+            let isolate = Isolate::new(app_snapshot).unwrap();
+            create.push(ms(t));
+            drop(isolate);
+        }
+    });
+
+    // Pure render: one isolate on this thread, the same JSON input, no queue or thread hop.
+    let pure = tokio.block_on(async {
+        let mut isolate = Isolate::new(app_snapshot).unwrap();
+        let mut html_len = 0;
+        for _ in 0..WARMUP {
+            html_len = isolate.render(&name, &page, &json).await.unwrap().html.len();
+        }
+        let t = Instant::now();
+        for _ in 0..RENDERS {
+            isolate.render(&name, &page, &json).await.unwrap();
+        }
+        (ms(t) / RENDERS as f64, html_len)
+    });
+
+    // Through the pool: one worker, sequential requests from a multi-thread runtime.
+    let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let config = PoolConfig { workers: 1, queue: 1024, max_renders_per_isolate: u64::MAX };
+    let pool = Pool::start(config, std::slice::from_ref(&bundle)).unwrap();
+    let pooled = multi.block_on(async {
+        for _ in 0..WARMUP {
+            pool.render(&name, &page, &input).await.unwrap();
+        }
+        let t = Instant::now();
+        for _ in 0..RENDERS {
+            pool.render(&name, &page, &input).await.unwrap();
+        }
+        ms(t) / RENDERS as f64
+    });
+    drop(pool);
+
+    // Throughput: one worker per core, enough requests in flight to keep them busy.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX };
+    let pool = Arc::new(Pool::start(config, std::slice::from_ref(&bundle)).unwrap());
+    let input = Arc::new(input);
+    let throughput = multi.block_on(async {
+        let run = |n: usize| {
+            let tasks: Vec<_> = (0..4 * cores)
+                .map(|_| {
+                    let (pool, input, name, page) = (pool.clone(), input.clone(), name.clone(), page.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..n / (4 * cores) {
+                            pool.render(&name, &page, &input).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            futures_join(tasks)
+        };
+        run(WARMUP * cores).await;
+        let t = Instant::now();
+        run(RENDERS * cores).await;
+        (RENDERS * cores) as f64 / (ms(t) / 1e3)
+    });
+
+    let node = node_render(&root, &bundle_path, &json);
+
+    let overhead = (pooled - pure.0) / pure.0 * 100.0;
+    let mut create_sorted = create.clone();
+    create_sorted.sort_by(f64::total_cmp);
+    println!("product list page: {} bytes of HTML, {} renders per figure after {} warm-up", pure.1, RENDERS, WARMUP);
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| app snapshot build (runtime-js + deno_web + bundle) | {snapshot_ms:.1} ms |");
+    println!("| isolate from snapshot, median of 50 | {:.2} ms |", create_sorted[25]);
+    println!("| isolate from snapshot, best of 50 | {:.2} ms |", create_sorted[0]);
+    println!("| pure in-isolate render | {:.3} ms/render |", pure.0);
+    println!("| through the pool, 1 worker, sequential | {pooled:.3} ms/render |");
+    println!("| pool overhead | {overhead:.1} % ({:.1} µs/render) |", (pooled - pure.0) * 1e3);
+    println!("| pool throughput, {cores} workers, {} in flight | {throughput:.0} renders/s |", 4 * cores);
+    match node {
+        Some((node_ms, bytes)) => {
+            assert_eq!(bytes, pure.1, "Node rendered a different page");
+            println!("| Node {} same bundle, same input | {node_ms:.3} ms/render |", node_version());
+            println!("| pure render vs Node | {:.2}x Node's time |", pure.0 / node_ms);
+        }
+        None => println!("| Node | not found on PATH |"),
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn answers(root: &Path) -> BTreeMap<String, OriginAnswer> {
+    let text = std::fs::read_to_string(root.join("fixtures/data/answers/product_list.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn node_render(root: &Path, bundle: &Path, input_json: &str) -> Option<(f64, usize)> {
+    let input_file = std::env::temp_dir().join("mizan-bench-input.json");
+    std::fs::write(&input_file, input_json).unwrap();
+    let out = Command::new("node")
+        .arg(root.join("bench/node-render.mjs"))
+        .arg(bundle)
+        .arg(&input_file)
+        .arg(RENDERS.to_string())
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "node: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some((v["ms_per_render"].as_f64()?, v["bytes"].as_u64()? as usize))
+}
+
+fn node_version() -> String {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| json!(null).to_string())
+}
