@@ -12,7 +12,7 @@ const renders = Number(count);
 
 let bytes = 0;
 // Same work per render as the isolate: parse the input JSON, render, keep the HTML.
-const once = async () => (bytes = (await bundle.render(JSON.parse(inputJson))).html.length);
+const once = async () => (bytes = Buffer.byteLength((await bundle.render(JSON.parse(inputJson))).html));
 for (let i = 0; i < Math.min(200, renders); i++) await once();
 const start = process.hrtime.bigint();
 for (let i = 0; i < renders; i++) await once();

@@ -16,6 +16,7 @@
 //! `pool.render(bundle, page, input)` -> `{ status, headers, html }`.
 
 pub mod abi;
+pub mod cache;
 pub mod js;
 pub mod manifest;
 pub mod oneshot;

@@ -1,0 +1,46 @@
+//! The Mizan cache protocol (docs/protocol.md): keys, metadata, purge by tag with
+//! generations, the `X-Mizan-Invalidate` header and purge signatures, and the three stores
+//! that implement it with identical semantics: memory (default), SQLite and Redis.
+
+pub mod invalidate;
+pub mod key;
+pub mod memory;
+pub mod meta;
+pub mod redis;
+pub mod signature;
+pub mod sqlite;
+mod store;
+
+pub use key::Keys;
+pub use meta::{Dependency, Freshness, Kind, Meta};
+pub use store::{Entry, Generations, PurgeMode, PutOutcome, Store, now_ms};
+
+/// Why a cache operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// `MIZAN_SECRET` is missing, too short or the example one.
+    #[error("{0}")]
+    Secret(String),
+    /// A request path that cannot be normalised into a key.
+    #[error("bad request path: {0}")]
+    BadRequestPath(String),
+    /// The store cannot be reached (Redis down, say); callers fail open.
+    #[error("cache store {store} unavailable: {message}")]
+    Unavailable {
+        /// The backend name.
+        store: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// The store's files or data are damaged beyond one entry.
+    #[error("cache store {store} is corrupt: {message}")]
+    Corrupt {
+        /// The backend name.
+        store: &'static str,
+        /// What is wrong, with the file where there is one.
+        message: String,
+    },
+    /// A purge request whose signature is missing, forged, replayed or outside the window.
+    #[error("purge signature refused: {0}")]
+    Signature(&'static str),
+}

@@ -1,0 +1,84 @@
+//! The `Store` trait: the cache ABI every backend implements, and the rules they share.
+//!
+//! Generation rule: each context has a counter that every purge touching it increments
+//! before it removes anything. A render reads the counters of its dependencies when it
+//! starts ([`Store::generations`]) and records them in [`Meta::generation`]; [`Store::put`]
+//! drops the write if any counter moved since. Each backend makes "check the counters, then
+//! write" atomic with respect to purges, so a purge can never be undone by a render that read
+//! the old data.
+
+use super::CacheError;
+use super::meta::Meta;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Purge generations by context.
+pub type Generations = BTreeMap<String, u64>;
+
+/// A cached response: body and metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The response body, any bytes.
+    pub body: Arc<[u8]>,
+    /// Its metadata; `meta.key` is the entry's key.
+    pub meta: Meta,
+}
+
+/// Hard purges remove entries; soft purges mark them stale, to be served within `swr_s`
+/// while they re-render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeMode {
+    /// Remove.
+    Hard,
+    /// Mark stale (`stale_at = now`).
+    Soft,
+}
+
+/// What became of a put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The entry is stored.
+    Stored,
+    /// A purge of `context` ran after the render started: the write was dropped.
+    Dropped {
+        /// The context whose generation moved.
+        context: String,
+    },
+}
+
+/// The cache ABI: `get(key)`, `put(key, response, metadata)`, `purge(context, params)`.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name, for logs: `memory`, `sqlite`, `redis`.
+    fn name(&self) -> &'static str;
+
+    /// The entry under `key`, whatever its freshness, or `None`. A damaged entry is removed,
+    /// logged and reported as `None`.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, CacheError>;
+
+    /// The current purge generations of `contexts` (0 for one never purged).
+    async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError>;
+
+    /// Stores `entry` under `entry.meta.key`, unless a context in `entry.meta.generation`
+    /// was purged since those generations were read.
+    async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError>;
+
+    /// Purges every entry with a dependency on `context` whose params contain all of
+    /// `params` (`{}`: the whole context), and moves the context's generation. Returns how
+    /// many entries it removed or marked.
+    async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError>;
+
+    /// Removes one entry.
+    async fn remove(&self, key: &str) -> Result<(), CacheError>;
+}
+
+/// The context whose generation moved since `recorded`, if any.
+pub(crate) fn moved(recorded: &Generations, current: impl Fn(&str) -> u64) -> Option<String> {
+    recorded.iter().find(|(context, generation)| current(context) != **generation).map(|(c, _)| c.clone())
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
