@@ -5,3 +5,4 @@ mod common;
 mod parity;
 mod pool;
 mod render;
+mod vectors;
