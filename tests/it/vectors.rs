@@ -63,7 +63,9 @@ fn keys_and_canonical_forms_match_the_pinned_vectors() {
         let name = v["name"].as_str().unwrap().to_string();
         for (field, got) in [("path", &parts.path), ("query", &parts.query), ("vary", &parts.vary)] {
             if v["parts"][field].as_str() != Some(got.as_str()) {
-                mismatches.borrow_mut().push(format!("page {name}: canonical {field} {} != {got:?}", v["parts"][field]));
+                mismatches
+                    .borrow_mut()
+                    .push(format!("page {name}: canonical {field} {} != {got:?}", v["parts"][field]));
             }
         }
         let key = keys.page_key(&parts);
@@ -80,7 +82,13 @@ fn keys_and_canonical_forms_match_the_pinned_vectors() {
         }
     }
     let distinct: std::collections::HashSet<_> = page_keys.values().chain(data_keys.values()).collect();
-    let sames = doc["data"].as_array().unwrap().iter().chain(doc["page"].as_array().unwrap()).filter(|v| v.get("same_as").is_some()).count();
+    let sames = doc["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(doc["page"].as_array().unwrap())
+        .filter(|v| v.get("same_as").is_some())
+        .count();
     assert_eq!(distinct.len(), data_keys.len() + page_keys.len() - sames, "vectors not marked same_as must differ");
 
     if pin {

@@ -1,0 +1,363 @@
+//! The cache conformance suite: every behaviour of docs/protocol.md's cache ABI, run
+//! against each backend (memory, SQLite, a real Redis), plus each backend's own faults.
+
+use crate::common::scratch;
+use crate::redis_server::RedisServer;
+use mizan_render::cache::memory::MemoryStore;
+use mizan_render::cache::redis::RedisStore;
+use mizan_render::cache::sqlite::SqliteStore;
+use mizan_render::cache::{CacheError, Dependency, Entry, Freshness, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// A store and whatever must live as long as it (a Redis server).
+pub struct Backend {
+    pub store: Arc<dyn Store>,
+    _redis: Option<RedisServer>,
+}
+
+pub async fn memory() -> Backend {
+    Backend { store: Arc::new(MemoryStore::new(64 << 20)), _redis: None }
+}
+
+pub async fn sqlite() -> Backend {
+    let path = scratch(&format!("conformance-{}-{}.db", std::process::id(), now_ms()));
+    Backend { store: Arc::new(SqliteStore::open(&path).unwrap()), _redis: None }
+}
+
+pub async fn redis() -> Backend {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    Backend { store: Arc::new(store), _redis: Some(server) }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn dep(context: &str, params: Value) -> Dependency {
+    Dependency { context: context.into(), params: obj(params) }
+}
+
+/// A page entry under `key` depending on `deps`, created `age_s` ago with ttl 60, swr 30,
+/// sie 100, recording generation 0 for each context.
+fn entry(key: &str, deps: Vec<Dependency>, body: &[u8]) -> Entry {
+    let generation: std::collections::BTreeMap<String, u64> = deps.iter().map(|d| (d.context.clone(), 0)).collect();
+    let meta: Meta = serde_json::from_value(json!({
+        "v": 1, "kind": "page", "key": key, "status": 200, "headers": [["content-type", "text/html"]],
+        "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
+        "deps": deps, "etag": "\"e1\"", "generation": generation, "x_future": [1, 2]
+    }))
+    .unwrap();
+    Entry { body: body.into(), meta }
+}
+
+async fn put_ok(store: &dyn Store, e: Entry) {
+    assert_eq!(store.put(e).await.unwrap(), PutOutcome::Stored);
+}
+
+async fn present(store: &dyn Store, keys: &[&str]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(store.get(k).await.unwrap().is_some());
+    }
+    out
+}
+
+pub async fn round_trip_keeps_body_and_metadata(b: Backend) {
+    let s = &*b.store;
+    assert_eq!(s.get("mz1:p:none").await.unwrap(), None);
+    let e = entry("mz1:p:a", vec![dep("product_detail", json!({"id": 1}))], b"<p>hi</p>");
+    put_ok(s, e.clone()).await;
+    let got = s.get("mz1:p:a").await.unwrap().unwrap();
+    assert_eq!(got, e);
+    assert_eq!(got.meta.extra["x_future"], json!([1, 2]), "unknown fields are kept");
+    assert_eq!(got.meta.kind, Kind::Page);
+}
+
+pub async fn purge_matches_params_as_a_subset(b: Backend) {
+    let s = &*b.store;
+    put_ok(s, entry("k1", vec![dep("product_detail", json!({"id": 1}))], b"1")).await;
+    put_ok(s, entry("k2", vec![dep("product_detail", json!({"id": 2}))], b"2")).await;
+    put_ok(s, entry("k3", vec![dep("product_list", json!({}))], b"3")).await;
+    put_ok(s, entry("k4", vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))], b"4")).await;
+    put_ok(s, entry("k5", vec![dep("search", json!({"q": "a", "page": 1}))], b"5")).await;
+    put_ok(s, entry("k6", vec![dep("search", json!({"q": "a", "page": 2}))], b"6")).await;
+    put_ok(s, entry("k7", vec![dep("search", json!({"q": "b", "page": 1}))], b"7")).await;
+
+    assert_eq!(s.purge("product_detail", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 2);
+    assert_eq!(present(s, &["k1", "k2", "k3", "k4"]).await, [false, true, true, false]);
+    assert_eq!(s.purge("search", &obj(json!({"q": "a"})), PurgeMode::Hard).await.unwrap(), 2);
+    assert_eq!(present(s, &["k5", "k6", "k7"]).await, [false, false, true]);
+    assert_eq!(s.purge("search", &obj(json!({"q": "b", "page": 2})), PurgeMode::Hard).await.unwrap(), 0);
+    assert_eq!(s.purge("search", &obj(json!({"q": "b", "page": 1})), PurgeMode::Hard).await.unwrap(), 1);
+    // Types matter: the string "2" is not the number 2.
+    assert_eq!(s.purge("product_detail", &obj(json!({"id": "2"})), PurgeMode::Hard).await.unwrap(), 0);
+    assert_eq!(s.purge("nobody_reads_this", &Map::new(), PurgeMode::Hard).await.unwrap(), 0);
+    assert_eq!(present(s, &["k2", "k3"]).await, [true, true]);
+}
+
+pub async fn empty_params_purge_the_whole_context(b: Backend) {
+    let s = &*b.store;
+    for id in 0..10 {
+        put_ok(s, entry(&format!("d{id}"), vec![dep("product_detail", json!({"id": id}))], b"x")).await;
+    }
+    put_ok(s, entry("list", vec![dep("product_list", json!({}))], b"x")).await;
+    assert_eq!(s.purge("product_detail", &Map::new(), PurgeMode::Hard).await.unwrap(), 10);
+    assert_eq!(present(s, &["d0", "d9", "list"]).await, [false, false, true]);
+}
+
+pub async fn a_put_replaces_the_entry_and_its_tags(b: Backend) {
+    let s = &*b.store;
+    put_ok(s, entry("k", vec![dep("a", json!({"id": 1}))], b"old")).await;
+    put_ok(s, entry("k", vec![dep("b", json!({"id": 1}))], b"new")).await;
+    assert_eq!(s.purge("a", &Map::new(), PurgeMode::Hard).await.unwrap(), 0, "the old dependency no longer applies");
+    assert_eq!(&*s.get("k").await.unwrap().unwrap().body, b"new");
+    assert_eq!(s.purge("b", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
+}
+
+pub async fn a_put_from_a_render_that_started_before_a_purge_is_dropped(b: Backend) {
+    let s = &*b.store;
+    let contexts = vec!["product_detail".to_string(), "product_list".to_string()];
+    let at_start = s.generations(&contexts).await.unwrap();
+    assert_eq!(at_start.values().copied().collect::<Vec<_>>(), [0, 0]);
+    // A purge lands while the render runs (even one that matched nothing).
+    s.purge("product_list", &Map::new(), PurgeMode::Hard).await.unwrap();
+    let mut late =
+        entry("page", vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))], b"stale");
+    late.meta.generation = at_start.clone();
+    assert_eq!(s.put(late.clone()).await.unwrap(), PutOutcome::Dropped { context: "product_list".into() });
+    assert_eq!(s.get("page").await.unwrap(), None);
+    // A render that starts after the purge stores.
+    let now = s.generations(&contexts).await.unwrap();
+    assert_eq!(now["product_list"], 1);
+    late.meta.generation = now;
+    put_ok(s, late).await;
+}
+
+pub async fn freshness_windows_follow_the_metadata(b: Backend) {
+    let s = &*b.store;
+    let now = now_ms();
+    for (key, age_s, want) in [
+        ("fresh", 10, Freshness::Fresh),
+        ("swr", 70, Freshness::StaleWhileRevalidate),
+        ("sie", 120, Freshness::StaleIfError),
+    ] {
+        let mut e = entry(key, vec![dep("c", json!({}))], b"x");
+        e.meta.created_at = now - age_s * 1000;
+        put_ok(s, e).await;
+        let got = s.get(key).await.unwrap().unwrap();
+        assert_eq!(got.meta.freshness(now), want, "{key}");
+    }
+    let mut gone = entry("gone", vec![dep("c", json!({}))], b"x");
+    gone.meta.created_at = now - 200_000; // past ttl + swr + sie
+    s.put(gone).await.unwrap();
+    assert_eq!(s.get("gone").await.unwrap(), None, "an entry no rule can serve is not returned");
+}
+
+pub async fn soft_purge_marks_stale_and_hard_purge_removes(b: Backend) {
+    let s = &*b.store;
+    put_ok(s, entry("p", vec![dep("cart", json!({"user": "u1"}))], b"cart")).await;
+    put_ok(s, entry("q", vec![dep("cart", json!({"user": "u2"}))], b"cart")).await;
+    let before = now_ms();
+    assert_eq!(s.purge("cart", &obj(json!({"user": "u1"})), PurgeMode::Soft).await.unwrap(), 1);
+    let got = s.get("p").await.unwrap().unwrap();
+    let stale_at = got.meta.stale_at.expect("soft purge sets stale_at");
+    assert!(stale_at >= before && stale_at <= now_ms());
+    assert_eq!(got.meta.freshness(now_ms()), Freshness::StaleWhileRevalidate);
+    assert_eq!(&*got.body, b"cart");
+    assert_eq!(s.get("q").await.unwrap().unwrap().meta.stale_at, None);
+    // A second soft purge keeps the earlier mark.
+    s.purge("cart", &obj(json!({"user": "u1"})), PurgeMode::Soft).await.unwrap();
+    assert_eq!(s.get("p").await.unwrap().unwrap().meta.stale_at, Some(stale_at));
+    assert_eq!(s.purge("cart", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
+    assert_eq!(present(s, &["p", "q"]).await, [false, false]);
+}
+
+pub async fn large_and_binary_bodies_round_trip(b: Backend) {
+    let s = &*b.store;
+    let large: Vec<u8> = (0..8 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    put_ok(s, entry("large", vec![dep("c", json!({}))], &large)).await;
+    assert_eq!(&*s.get("large").await.unwrap().unwrap().body, &large[..]);
+    let binary: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    put_ok(s, entry("binary", vec![dep("c", json!({}))], &binary)).await;
+    assert_eq!(&*s.get("binary").await.unwrap().unwrap().body, &binary[..]);
+    put_ok(s, entry("empty", vec![dep("c", json!({}))], b"")).await;
+    assert_eq!(&*s.get("empty").await.unwrap().unwrap().body, b"");
+}
+
+pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
+    let store = b.store.clone();
+    let contexts = vec!["hot".to_string()];
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let (store, contexts) = (store.clone(), contexts.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                // A render: read the generations, "render", put.
+                let generations = store.generations(&contexts).await.unwrap();
+                let mut e = entry(&format!("w{writer}-{}", i % 10), vec![dep("hot", json!({"id": i % 10}))], b"v");
+                e.meta.generation = generations;
+                store.put(e).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..3 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let current = store.generations(&contexts).await.unwrap()["hot"];
+    assert_eq!(current, 45, "every purge moved the generation once");
+    for writer in 0..8 {
+        for i in 0..10 {
+            if let Some(e) = store.get(&format!("w{writer}-{i}")).await.unwrap() {
+                assert_eq!(e.meta.generation["hot"], current, "an entry rendered before the last purge survived it");
+            }
+        }
+    }
+    // Nothing lost: puts made after the last purge are all stored and readable.
+    for writer in 0..8 {
+        let mut e = entry(&format!("w{writer}-final"), vec![dep("hot", json!({"id": writer}))], b"final");
+        e.meta.generation = store.generations(&contexts).await.unwrap();
+        put_ok(&*store, e).await;
+        assert!(store.get(&format!("w{writer}-final")).await.unwrap().is_some());
+    }
+}
+
+pub async fn remove_deletes_one_entry(b: Backend) {
+    let s = &*b.store;
+    put_ok(s, entry("a", vec![dep("c", json!({}))], b"x")).await;
+    put_ok(s, entry("b", vec![dep("c", json!({}))], b"x")).await;
+    s.remove("a").await.unwrap();
+    assert_eq!(present(s, &["a", "b"]).await, [false, true]);
+    assert_eq!(s.purge("c", &Map::new(), PurgeMode::Hard).await.unwrap(), 1);
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod on_memory { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::memory().await).await } )* }
+        mod on_sqlite { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::sqlite().await).await } )* }
+        mod on_redis { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::redis().await).await } )* }
+    };
+}
+
+conformance!(
+    round_trip_keeps_body_and_metadata,
+    purge_matches_params_as_a_subset,
+    empty_params_purge_the_whole_context,
+    a_put_replaces_the_entry_and_its_tags,
+    a_put_from_a_render_that_started_before_a_purge_is_dropped,
+    freshness_windows_follow_the_metadata,
+    soft_purge_marks_stale_and_hard_purge_removes,
+    large_and_binary_bodies_round_trip,
+    concurrent_puts_and_purges_lose_and_resurrect_nothing,
+    remove_deletes_one_entry,
+);
+
+// Faults of each backend.
+
+#[tokio::test]
+async fn memory_store_stays_within_its_byte_bound_and_forgets_evicted_tags() {
+    let store = MemoryStore::new(1 << 20);
+    for i in 0..100 {
+        let e = entry(&format!("k{i}"), vec![dep("c", json!({"id": i}))], &vec![7u8; 64 << 10]);
+        store.put(e).await.unwrap();
+    }
+    assert!(store.weighted_size() <= 1 << 20, "{} bytes held", store.weighted_size());
+    // One more put drains the evictions into the index.
+    store.put(entry("last", vec![dep("d", json!({}))], b"x")).await.unwrap();
+    assert!(store.tag_count() < 2 * 20, "tags of evicted entries are dropped: {}", store.tag_count());
+    assert_eq!(store.purge("c", &Map::new(), PurgeMode::Hard).await.unwrap() as usize, (1 << 20) / (64 << 10) - 1);
+}
+
+#[tokio::test]
+async fn sqlite_store_survives_a_restart() {
+    let path = scratch(&format!("restart-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        put_ok(&store, entry("kept", vec![dep("c", json!({"id": 1}))], b"body")).await;
+        store.purge("other", &Map::new(), PurgeMode::Hard).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(&*store.get("kept").await.unwrap().unwrap().body, b"body");
+    assert_eq!(store.generations(&["other".into()]).await.unwrap()["other"], 1, "generations persist too");
+    assert_eq!(store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
+    let path = scratch(&format!("damaged-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = SqliteStore::open(&path).unwrap();
+    put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
+    put_ok(&store, entry("bad", vec![dep("c", json!({}))], b"ok")).await;
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute("UPDATE entries SET meta = '{not json' WHERE key = 'bad'", []).unwrap();
+    assert_eq!(store.get("bad").await.unwrap(), None);
+    let left: i64 = raw.query_row("SELECT COUNT(*) FROM entries WHERE key = 'bad'", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0, "the damaged row is removed");
+    assert!(store.get("good").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
+    let path = scratch(&format!("garbage-{}.db", std::process::id()));
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&path).err().unwrap();
+    assert!(matches!(err, CacheError::Corrupt { store: "sqlite", .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()) && text.contains("not a database"), "{text}");
+}
+
+#[tokio::test]
+async fn redis_drops_a_damaged_entry() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("bad")
+        .arg("body")
+        .arg("x")
+        .arg("meta")
+        .arg("garbage")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(store.get("bad").await.unwrap(), None);
+    let exists: bool = redis::cmd("EXISTS").arg("bad").query_async(&mut raw).await.unwrap();
+    assert!(!exists);
+    assert!(store.get("good").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn redis_going_away_fails_fast_and_recovers_when_it_returns() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    put_ok(&store, entry("k", vec![dep("c", json!({}))], b"x")).await;
+    server.kill();
+    let err = store.get("k").await.unwrap_err();
+    assert!(matches!(err, CacheError::Unavailable { store: "redis", .. }), "{err:?}");
+    assert!(store.purge("c", &Map::new(), PurgeMode::Hard).await.is_err());
+    server.restart();
+    // The connection manager reconnects on the next calls; bounded, not timed.
+    let mut recovered = false;
+    for _ in 0..50 {
+        if store.get("k").await.is_ok() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the store did not recover after Redis came back");
+    put_ok(&store, entry("k2", vec![dep("c", json!({}))], b"y")).await;
+    assert_eq!(&*store.get("k2").await.unwrap().unwrap().body, b"y");
+}
