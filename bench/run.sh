@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup
 . scripts/env.sh
 cargo bench --locked --bench render
+cargo bench --locked --bench cache

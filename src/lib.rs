@@ -21,3 +21,4 @@ pub mod js;
 pub mod manifest;
 pub mod oneshot;
 pub mod pool;
+pub mod testing;

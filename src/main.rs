@@ -1,7 +1,12 @@
 //! The `mizan-render` command line.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use mizan_render::cache::Keys;
+use mizan_render::cache::key::PageKeyParts;
+use mizan_render::cache::purge::{ModeName, PurgeRequest, PurgeTarget};
+use mizan_render::manifest::{Manifest, Router};
+use serde_json::{Map, Value};
 use std::io::Write as _;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -14,6 +19,24 @@ struct Cli {
     log_json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the protocol secret comes from.
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// The protocol secret (32 bytes or more), shared with the edge and the origin.
+    #[arg(long = "secret", env = "MIZAN_SECRET", hide_env_values = true, global = true)]
+    secret: Option<String>,
+    /// Development mode: accept the published example secret.
+    #[arg(long, global = true)]
+    dev: bool,
+}
+
+impl SecretArgs {
+    fn keys(&self) -> anyhow::Result<Keys> {
+        let secret = self.secret.as_deref().context("MIZAN_SECRET is not set (or pass --secret)")?;
+        Ok(Keys::from_secret(secret.as_bytes(), self.dev)?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -33,6 +56,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compute a cache key by hand.
+    Key {
+        #[command(subcommand)]
+        kind: KeyKind,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Send a signed purge to a node's /_mizan/purge.
+    Purge {
+        /// The node's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        node: String,
+        /// The context to purge.
+        context: String,
+        /// The params subset as a JSON object (default: the whole context).
+        #[arg(default_value = "{}")]
+        params: String,
+        /// Mark stale instead of removing.
+        #[arg(long)]
+        soft: bool,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyKind {
+    /// The data key of a context and its params: `key data product_detail '{"id": 42}'`.
+    Data {
+        /// The context name.
+        context: String,
+        /// Its params, a JSON object.
+        params: String,
+    },
+    /// The page key of a request: `key page /products/42 --manifest m.json`.
+    Page {
+        /// The request path and query.
+        url: String,
+        /// The manifest (site id, declared query and vary).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// A request header, `Name: value`; repeat for several.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +117,13 @@ fn main() -> anyhow::Result<()> {
     }
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(run(cli.command))
+}
+
+fn params_object(text: &str) -> anyhow::Result<Map<String, Value>> {
+    match serde_json::from_str(text).with_context(|| format!("params {text:?} are not JSON"))? {
+        Value::Object(map) => Ok(map),
+        _ => bail!("params must be a JSON object"),
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -65,7 +143,52 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 out.write_all(rendered.html.as_bytes())?;
             }
-            Ok(())
+        }
+        Command::Key { kind: KeyKind::Data { context, params }, secret } => {
+            println!("{}", secret.keys()?.data_key(&context, &params_object(&params)?));
+        }
+        Command::Key { kind: KeyKind::Page { url, manifest, method, headers }, secret } => {
+            let manifest = Manifest::load(&manifest)?;
+            let router = Router::new(&manifest).map_err(|(i, m)| anyhow::anyhow!("routes[{i}]: {m}"))?;
+            let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+            let normalized = mizan_render::cache::key::normalize_path(path)?;
+            let route = &manifest.routes[router.route(&manifest, &normalized)?.index];
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|h| {
+                    let (n, v) = h.split_once(':').with_context(|| format!("header {h:?} is not `Name: value`"))?;
+                    Ok((n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let lookup = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            let parts = PageKeyParts::new(&manifest.site, &method, path, query, &route.query, &route.vary, lookup)?;
+            println!("{}", secret.keys()?.page_key(&parts));
+        }
+        Command::Purge { node, context, params, soft, secret } => {
+            let keys = secret.keys()?;
+            let request = PurgeRequest {
+                purge: vec![PurgeTarget { context, params: params_object(&params)? }],
+                mode: if soft { ModeName::Soft } else { ModeName::Hard },
+            };
+            let body = serde_json::to_vec(&request)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let signature = mizan_render::cache::signature::sign(&keys, now, &body);
+            let url = format!("{}/_mizan/purge", node.trim_end_matches('/'));
+            let response = reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-mizan-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("{url} answered {status}: {text}");
+            }
+            println!("{text}");
         }
     }
+    Ok(())
 }

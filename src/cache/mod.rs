@@ -6,6 +6,7 @@ pub mod invalidate;
 pub mod key;
 pub mod memory;
 pub mod meta;
+pub mod purge;
 pub mod redis;
 pub mod signature;
 pub mod sqlite;

@@ -2,11 +2,11 @@
 //! against each backend (memory, SQLite, a real Redis), plus each backend's own faults.
 
 use crate::common::scratch;
-use crate::redis_server::RedisServer;
 use mizan_render::cache::memory::MemoryStore;
 use mizan_render::cache::redis::RedisStore;
 use mizan_render::cache::sqlite::SqliteStore;
 use mizan_render::cache::{CacheError, Dependency, Entry, Freshness, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms};
+use mizan_render::testing::RedisServer;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 

@@ -2,9 +2,9 @@
 //! module per topic.
 
 mod cache;
+mod cli;
 mod common;
 mod parity;
 mod pool;
-mod redis_server;
 mod render;
 mod vectors;

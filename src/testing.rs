@@ -1,5 +1,6 @@
-//! A real `redis-server` on a free loopback port, started by the test and stopped on drop.
-//! A missing `redis-server` fails the test: scripts/setup installs it.
+//! Helpers for tests and benchmarks that need real components: a `redis-server` on a free
+//! loopback port, started on demand and stopped on drop. A missing `redis-server` panics
+//! with how to install it: a test that needs Redis fails, it never skips.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +32,7 @@ impl RedisServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server is on PATH (scripts/setup installs it from apt)");
+            .expect("redis-server is not on PATH: run scripts/setup (apt-get install redis-server)");
         // Ready when it says so in its log: no polling, no sleeping.
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
