@@ -80,8 +80,9 @@ impl MemoryStore {
             })
             .expire_after(ExpiresAt)
             .eviction_listener(move |key: Arc<Arc<str>>, _, cause| {
-                // Replacements are re-indexed by the put that made them.
-                if cause != moka::notification::RemovalCause::Replaced
+                // Only moka's own removals: puts, purges and removes keep the index themselves.
+                use moka::notification::RemovalCause;
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size)
                     && let Ok(tx) = tx.lock()
                 {
                     let _ = tx.send((*key).clone());
@@ -130,8 +131,8 @@ impl Store for MemoryStore {
         "memory"
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Entry>, CacheError> {
-        Ok(self.entries.get(key).map(|e| (*e).clone()))
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
+        Ok(self.entries.get(key))
     }
 
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {

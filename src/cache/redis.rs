@@ -13,6 +13,7 @@ use super::{CacheError, Meta};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const GENERATIONS: &str = "mz1:gen";
@@ -44,21 +45,28 @@ return ''
 "#;
 
 /// KEYS[1] generations. ARGV: context, mode, now ms, then the tag keys to intersect.
+/// Removals are batched (one SREM per tag, one DEL per 500 keys) to keep a purge of
+/// thousands of entries within a few milliseconds.
 const PURGE: &str = r#"
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 local tags = {}
 for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
 local keys = redis.call('SINTER', unpack(tags))
 local count = 0
+local by_tag = {}
+local doomed = {}
+local function unlink(tag, key)
+  local list = by_tag[tag]
+  if not list then list = {}; by_tag[tag] = list end
+  list[#list + 1] = key
+end
 for _, key in ipairs(keys) do
-  if redis.call('EXISTS', key) == 1 then
+  local own = redis.call('HGET', key, 'tags')
+  if own then
     count = count + 1
     if ARGV[2] == 'hard' then
-      local own = redis.call('HGET', key, 'tags')
-      if own then
-        for _, tag in ipairs(cjson.decode(own)) do redis.call('SREM', tag, key) end
-      end
-      redis.call('DEL', key)
+      for _, tag in ipairs(cjson.decode(own)) do unlink(tag, key) end
+      doomed[#doomed + 1] = key
     else
       local current = redis.call('HGET', key, 'stale_at')
       if (not current) or tonumber(current) > tonumber(ARGV[3]) then
@@ -66,9 +74,18 @@ for _, key in ipairs(keys) do
       end
     end
   else
-    for _, tag in ipairs(tags) do redis.call('SREM', tag, key) end
+    for _, tag in ipairs(tags) do unlink(tag, key) end
   end
 end
+local function in_chunks(command, first, list)
+  for i = 1, #list, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #list) do args[#args + 1] = list[j] end
+    if first then redis.call(command, first, unpack(args)) else redis.call(command, unpack(args)) end
+  end
+end
+for tag, list in pairs(by_tag) do in_chunks('SREM', tag, list) end
+in_chunks('DEL', nil, doomed)
 return count
 "#;
 
@@ -106,7 +123,7 @@ impl Store for RedisStore {
         "redis"
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Entry>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
         let mut conn = self.conn.clone();
         let (body, meta, stale_at): (Option<Vec<u8>>, Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(key)
@@ -120,7 +137,7 @@ impl Store for RedisStore {
         match serde_json::from_str::<Meta>(&meta) {
             Ok(mut meta) => {
                 meta.stale_at = stale_at;
-                Ok(Some(Entry { body: body.into(), meta }))
+                Ok(Some(Arc::new(Entry { body: body.into(), meta })))
             }
             Err(e) => {
                 tracing::warn!(store = "redis", %key, error = %e, "damaged entry removed");

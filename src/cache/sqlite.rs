@@ -100,7 +100,7 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Entry>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
         let key = key.to_string();
         let path = self.path.clone();
         self.run(move |db| {
@@ -124,7 +124,7 @@ impl Store for SqliteStore {
             }
             let mut meta = parsed.map_err(sql_json)?;
             meta.stale_at = stale_at.map(|s| s as u64);
-            Ok(Some(Entry { body: body.into(), meta }))
+            Ok(Some(Arc::new(Entry { body: body.into(), meta })))
         })
         .await
     }

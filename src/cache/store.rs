@@ -55,7 +55,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The entry under `key`, whatever its freshness, or `None`. A damaged entry is removed,
     /// logged and reported as `None`.
-    async fn get(&self, key: &str) -> Result<Option<Entry>, CacheError>;
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError>;
 
     /// The current purge generations of `contexts` (0 for one never purged).
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError>;

@@ -70,7 +70,7 @@ pub async fn round_trip_keeps_body_and_metadata(b: Backend) {
     let e = entry("mz1:p:a", vec![dep("product_detail", json!({"id": 1}))], b"<p>hi</p>");
     put_ok(s, e.clone()).await;
     let got = s.get("mz1:p:a").await.unwrap().unwrap();
-    assert_eq!(got, e);
+    assert_eq!(*got, e);
     assert_eq!(got.meta.extra["x_future"], json!([1, 2]), "unknown fields are kept");
     assert_eq!(got.meta.kind, Kind::Page);
 }
