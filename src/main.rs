@@ -6,9 +6,14 @@ use mizan_render::cache::Keys;
 use mizan_render::cache::key::PageKeyParts;
 use mizan_render::cache::purge::{ModeName, PurgeRequest, PurgeTarget};
 use mizan_render::manifest::{Manifest, Router};
+use mizan_render::node::{Node, NodeConfig, StoreConfig};
+use mizan_render::origin::OriginConfig;
+use mizan_render::pool::PoolConfig;
 use serde_json::{Map, Value};
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -39,8 +44,82 @@ impl SecretArgs {
     }
 }
 
+/// Settings shared by `serve` and `prerender`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The edge manifest.
+    #[arg(long, env = "MIZAN_MANIFEST")]
+    manifest: PathBuf,
+    /// The origin's base URL.
+    #[arg(long, env = "MIZAN_ORIGIN", default_value = "http://127.0.0.1:8000")]
+    origin: String,
+    /// The cache store: memory, sqlite:<path> or redis://host:port/.
+    #[arg(long, env = "MIZAN_STORE", default_value = "memory")]
+    store: StoreConfig,
+    /// Size bound of the memory store, in MiB.
+    #[arg(long, env = "MIZAN_MEMORY_MB", default_value_t = 256)]
+    memory_mb: u64,
+    /// Render threads (default: the number of cores).
+    #[arg(long, env = "MIZAN_WORKERS")]
+    workers: Option<usize>,
+    /// Renders that may wait for a worker before requests are refused with 503.
+    #[arg(long, env = "MIZAN_QUEUE")]
+    queue: Option<usize>,
+    /// Origin timeout per request, in milliseconds.
+    #[arg(long, env = "MIZAN_ORIGIN_TIMEOUT_MS", default_value_t = 5000)]
+    origin_timeout_ms: u64,
+    /// Largest origin answer accepted, in bytes.
+    #[arg(long, env = "MIZAN_ORIGIN_MAX_BODY", default_value_t = 8 << 20)]
+    origin_max_body: usize,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+impl NodeArgs {
+    fn config(self) -> anyhow::Result<NodeConfig> {
+        let secret = self.secret.secret.clone().context("MIZAN_SECRET is not set (or pass --secret)")?;
+        let mut pool = PoolConfig::default();
+        if let Some(workers) = self.workers {
+            pool.workers = workers;
+            pool.queue = 64 * workers;
+        }
+        if let Some(queue) = self.queue {
+            pool.queue = queue;
+        }
+        let store = match self.store {
+            StoreConfig::Memory(_) => StoreConfig::Memory(self.memory_mb << 20),
+            other => other,
+        };
+        Ok(NodeConfig {
+            manifest: self.manifest,
+            origin: OriginConfig {
+                base: self.origin,
+                timeout: Duration::from_millis(self.origin_timeout_ms),
+                max_body: self.origin_max_body,
+            },
+            store,
+            pool,
+            secret: secret.into_bytes(),
+            dev: self.secret.dev,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Serve pages: the self-hosted render Worker.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MIZAN_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Render and store every route the manifest can enumerate (its `prerender` lists).
+    Prerender {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Render one page to stdout, from captured origin answers (for SSR parity tests).
     Render {
         /// The edge manifest.
@@ -128,6 +207,33 @@ fn params_object(text: &str) -> anyhow::Result<Map<String, Value>> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve { listen, node } => {
+            let config = node.config()?;
+            let (manifest, origin, store) = (config.manifest.clone(), config.origin.base.clone(), config.store.clone());
+            let node = Node::start(config).await?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+            let url = format!("http://{}", listener.local_addr()?);
+            tracing::info!(%url, manifest = %manifest.display(), %origin, ?store, workers = node.pool.workers(), "serving");
+            eprintln!("mizan-render serving {url} (open {url}/products)");
+            let app = mizan_render::server::app(node).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+        Command::Prerender { node } => {
+            let node = Node::start(node.config()?).await?;
+            let report = mizan_render::prerender::run(&node).await;
+            eprintln!("prerendered {} pages, {} failed", report.ok, report.failed.len());
+            for (url, error) in &report.failed {
+                eprintln!("  {url}: {error}");
+            }
+            if !report.failed.is_empty() {
+                bail!("{} pages failed to prerender", report.failed.len());
+            }
+        }
         Command::Render { manifest, url, data, json } => {
             let rendered = mizan_render::oneshot::render(&manifest, &url, data.as_deref())
                 .await

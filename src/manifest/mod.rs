@@ -6,7 +6,7 @@
 
 mod route;
 
-pub use route::{RouteMatch, Router};
+pub use route::{RouteError, RouteMatch, Router};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -176,6 +176,9 @@ pub struct Route {
     /// Request headers the page varies on.
     #[serde(default)]
     pub vary: Vec<String>,
+    /// Route parameters of the pages `mizan-render prerender` renders ahead of traffic.
+    #[serde(default)]
+    pub prerender: Vec<serde_json::Map<String, Value>>,
 }
 
 /// One context a route reads, with how its params are built from the request.

@@ -1,0 +1,209 @@
+//! The render node: everything a request needs, built once at start-up and shared by the
+//! HTTP handlers as `Arc<Node>`. The page pipeline is in [`page`], request coalescing in
+//! [`coalesce`].
+
+pub mod coalesce;
+pub mod page;
+
+use crate::cache::memory::MemoryStore;
+use crate::cache::redis::RedisStore;
+use crate::cache::signature::Verifier;
+use crate::cache::sqlite::SqliteStore;
+use crate::cache::{CacheError, Keys, Store, now_ms};
+use crate::manifest::{Manifest, ManifestError, Router};
+use crate::origin::{Origin, OriginConfig};
+use crate::pool::{BundleSource, Pool, PoolConfig, RenderError};
+use coalesce::Coalescer;
+use page::PageOutcome;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which store the node caches in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In memory, bounded to this many bytes (the default).
+    Memory(u64),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A Redis URL.
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreConfig {
+    type Err = String;
+
+    /// `memory`, `sqlite:<path>` or `redis://host:port/db`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            Ok(StoreConfig::Memory(crate::cache::memory::DEFAULT_CAPACITY))
+        } else if let Some(path) = s.strip_prefix("sqlite:") {
+            Ok(StoreConfig::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreConfig::Redis(s.to_string()))
+        } else {
+            Err(format!("unknown store {s:?}: use memory, sqlite:<path> or redis://host:port/"))
+        }
+    }
+}
+
+/// Everything the node is configured with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The edge manifest file.
+    pub manifest: PathBuf,
+    /// The origin.
+    pub origin: OriginConfig,
+    /// The cache store.
+    pub store: StoreConfig,
+    /// The isolate pool.
+    pub pool: PoolConfig,
+    /// `MIZAN_SECRET`.
+    pub secret: Vec<u8>,
+    /// Development mode (the example secret is accepted).
+    pub dev: bool,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The manifest is missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A bundle does not load, or the pool does not start.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The secret is refused, or the store cannot be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The origin client cannot be set up (a `returns` schema that does not compile, say).
+    #[error("origin: {0}")]
+    Origin(String),
+}
+
+/// The node's notion of now: the system clock plus an offset that tests move forward.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicU64,
+}
+
+impl Clock {
+    /// Unix milliseconds.
+    pub fn now(&self) -> u64 {
+        now_ms() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves time forward (tests only need this; production never calls it).
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counters since start, reported by `/_mizan/health`.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Pages served from the cache, fresh.
+    pub hits: AtomicU64,
+    /// Pages rendered for a miss.
+    pub misses: AtomicU64,
+    /// Stale pages served (revalidating, or because the origin or render failed).
+    pub stale: AtomicU64,
+    /// Pages never cached (no-store).
+    pub bypass: AtomicU64,
+    /// Store calls that failed; the node failed open.
+    pub store_errors: AtomicU64,
+    /// Renders whose write was dropped because a purge moved a generation.
+    pub dropped_writes: AtomicU64,
+    /// Entries purged.
+    pub purged: AtomicU64,
+}
+
+/// A bundle's identity, recorded in page metadata.
+#[derive(Debug, Clone)]
+pub struct BundleInfo {
+    /// `react`, `vue`, `svelte`.
+    pub framework: String,
+    /// Hex SHA-256.
+    pub hash: String,
+}
+
+/// The render node.
+pub struct Node {
+    /// The manifest.
+    pub manifest: Manifest,
+    router: Router,
+    /// The isolate pool.
+    pub pool: Pool,
+    /// The cache store.
+    pub store: Arc<dyn Store>,
+    /// The origin client.
+    pub origin: Origin,
+    /// Protocol keys.
+    pub keys: Keys,
+    /// Purge signature checks.
+    pub verifier: Verifier,
+    /// Page renders in flight.
+    pub flights: Coalescer<PageOutcome>,
+    /// Now.
+    pub clock: Clock,
+    /// Counters.
+    pub stats: NodeStats,
+    bundles: HashMap<String, BundleInfo>,
+}
+
+impl Node {
+    /// Loads the manifest and bundles, starts the pool, opens the store.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, StartError> {
+        let keys = Keys::from_secret(&config.secret, config.dev)?;
+        let manifest = Manifest::load(&config.manifest)?;
+        let router = Router::new(&manifest).expect("a loaded manifest has a valid router");
+        let mut sources = Vec::new();
+        let mut bundles = HashMap::new();
+        for (name, bundle) in &manifest.bundles {
+            let path = manifest.bundle_path(name).expect("bundle names come from the manifest");
+            let source = BundleSource::read(name, &path)?;
+            let framework = serde_json::to_value(bundle.framework).ok().and_then(|v| v.as_str().map(str::to_string));
+            bundles.insert(
+                name.clone(),
+                BundleInfo { framework: framework.unwrap_or_default(), hash: source.hash.clone() },
+            );
+            sources.push(source);
+        }
+        let pool_config = config.pool.clone();
+        let pool = tokio::task::spawn_blocking(move || Pool::start(pool_config, &sources))
+            .await
+            .map_err(|e| RenderError::Setup(e.to_string()))??;
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
+            StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+            StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url).await?),
+        };
+        let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
+        Ok(Arc::new(Node {
+            manifest,
+            router,
+            pool,
+            store,
+            origin,
+            verifier: Verifier::new(keys.clone()),
+            keys,
+            flights: Coalescer::default(),
+            clock: Clock::default(),
+            stats: NodeStats::default(),
+            bundles,
+        }))
+    }
+
+    /// Whether `path` is one the manifest sends to the origin as is.
+    pub fn is_proxied(&self, path: &str) -> bool {
+        self.manifest.proxy.iter().any(|prefix| path.starts_with(prefix.as_str()))
+    }
+
+    /// Counts a failed store call; the caller goes on without the cache.
+    pub(crate) fn store_failed(&self, what: &str, error: &CacheError) {
+        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(store = self.store.name(), %error, "cache {what} failed; serving without the cache");
+    }
+}

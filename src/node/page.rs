@@ -1,0 +1,355 @@
+//! The page pipeline: route -> page key -> cache lookup -> (coalesced) dependencies from the
+//! data cache or the origin -> render -> store -> serve, with the freshness rules of
+//! docs/protocol.md (fresh, stale-while-revalidate with one background re-render,
+//! stale-if-error) and no-store pages that never touch the cache.
+
+use super::Node;
+use crate::abi::{DependencyData, DependencyError, PageInput};
+use crate::cache::key::{PageKeyParts, normalize_path};
+use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo};
+use crate::cache::{Entry, Generations, PutOutcome};
+use crate::manifest::{CachePolicy, CacheTimes, RouteError, RouteMatch};
+use crate::origin::{Answer, Directives, OriginError};
+use crate::pool::RenderError;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Why a page could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// No route, or a hostile URL.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The origin could not give valid data.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// The render failed or the pool is overloaded.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// A rendered page, as stored and served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers the bundle set.
+    pub headers: Vec<(String, String)>,
+    /// The HTML.
+    pub body: Arc<[u8]>,
+    /// Strong entity tag of the body.
+    pub etag: String,
+    /// When it was rendered, unix ms.
+    pub created_at: u64,
+}
+
+/// The shared outcome of one render flight.
+pub type PageOutcome = Result<Arc<Page>, Arc<PageError>>;
+
+/// How a page was served: the `X-Mizan-Cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheState {
+    /// Fresh from the cache.
+    Hit,
+    /// Rendered for this request (or a request it was coalesced with).
+    Miss,
+    /// From the cache, stale: revalidating, or the origin or render failed.
+    Stale,
+    /// Never cached (a no-store dependency).
+    Bypass,
+}
+
+impl CacheState {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Hit => "HIT",
+            CacheState::Miss => "MISS",
+            CacheState::Stale => "STALE",
+            CacheState::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// A page ready to send.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The page.
+    pub page: Arc<Page>,
+    /// How it was served.
+    pub state: CacheState,
+    /// Seconds since it was rendered.
+    pub age_s: u64,
+    /// The request headers the route varies on.
+    pub vary: Vec<String>,
+}
+
+/// The request as the pipeline needs it.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// `GET` (HEAD is served from the GET entry).
+    pub method: String,
+    /// The path as sent.
+    pub path: String,
+    /// The query as sent (without `?`).
+    pub query: String,
+    /// Request headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl PageRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Cookie and Authorization, forwarded to the origin for no-store pages only.
+const CREDENTIALS: [&str; 2] = ["cookie", "authorization"];
+
+/// Statuses a rendered page is stored with.
+fn storable(status: u16) -> bool {
+    matches!(status, 200 | 404)
+}
+
+impl Node {
+    /// Serves a page request.
+    pub async fn page(self: &Arc<Self>, request: &PageRequest) -> Result<Served, Arc<PageError>> {
+        let path = normalize_path(&request.path).map_err(|_| Arc::new(RouteError::BadUrl("malformed path").into()))?;
+        let url = if request.query.is_empty() { path.clone() } else { format!("{path}?{}", request.query) };
+        let matched = self.router.route(&self.manifest, &url).map_err(|e| Arc::new(e.into()))?;
+        let route = &self.manifest.routes[matched.index];
+        let no_store = route
+            .data
+            .iter()
+            .any(|d| self.manifest.contexts[&d.context].cache == CachePolicy::Never(crate::manifest::NeverCached));
+        let vary = route.vary.iter().map(|v| v.to_ascii_lowercase()).collect::<Vec<_>>();
+
+        if no_store {
+            self.stats.bypass.fetch_add(1, Ordering::Relaxed);
+            let credentials: Vec<(String, String)> =
+                request.headers.iter().filter(|(n, _)| CREDENTIALS.contains(&n.as_str())).cloned().collect();
+            let page = self.render(&url, matched, None, credentials).await.map_err(Arc::new)?;
+            return Ok(Served { page: page.0, state: CacheState::Bypass, age_s: 0, vary });
+        }
+
+        let parts =
+            PageKeyParts::new(&self.manifest.site, "GET", &path, &request.query, &route.query, &route.vary, |n| {
+                request.header(n)
+            })
+            .map_err(|_| Arc::new(RouteError::BadUrl("malformed path").into()))?;
+        let key = self.keys.page_key(&parts);
+        let cached = match self.store.get(&key).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.store_failed("get", &e);
+                None
+            }
+        };
+        let now = self.clock.now();
+        let age = |meta: &Meta| now.saturating_sub(meta.created_at) / 1000;
+        let freshness = cached.as_ref().map(|e| e.meta.freshness(now)).unwrap_or(Freshness::Expired);
+        if let Some(entry) = &cached {
+            let page = Arc::new(page_of(entry));
+            match freshness {
+                Freshness::Fresh => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Served { page, state: CacheState::Hit, age_s: age(&entry.meta), vary });
+                }
+                Freshness::StaleWhileRevalidate => {
+                    let node = self.clone();
+                    let (key2, url2) = (key.clone(), url.clone());
+                    self.flights.spawn(&key, move || async move { node.render_and_store(key2, url2, matched).await });
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Served { page, state: CacheState::Stale, age_s: age(&entry.meta), vary });
+                }
+                Freshness::StaleIfError | Freshness::Expired => {}
+            }
+        }
+
+        let node = self.clone();
+        let (key2, url2) = (key.clone(), url.clone());
+        let (outcome, _) =
+            self.flights.run(&key, move || async move { node.render_and_store(key2, url2, matched).await }).await;
+        let outcome = outcome.unwrap_or_else(|| Err(Arc::new(RenderError::PoolClosed.into())));
+        match (outcome, cached) {
+            (Ok(page), _) => {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                Ok(Served { page, state: CacheState::Miss, age_s: 0, vary })
+            }
+            (Err(error), Some(entry)) if freshness == Freshness::StaleIfError => {
+                tracing::warn!(%key, error = %error, "serving stale: the origin or the render failed");
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                Ok(Served { page: Arc::new(page_of(&entry)), state: CacheState::Stale, age_s: age(&entry.meta), vary })
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
+    /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
+    async fn render_and_store(self: Arc<Self>, key: String, url: String, matched: RouteMatch) -> PageOutcome {
+        let contexts: Vec<String> = matched.deps.iter().map(|(c, _)| c.clone()).collect();
+        // Read before anything else: a purge from here on drops this render's write.
+        let generations = match self.store.generations(&contexts).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.store_failed("generations", &e);
+                None
+            }
+        };
+        let route_index = matched.index;
+        let deps: Vec<Dependency> = matched
+            .deps
+            .iter()
+            .map(|(context, params)| Dependency { context: context.clone(), params: params.clone() })
+            .collect();
+        let (page, lifetimes, render_ms) =
+            self.render(&url, matched, generations.as_ref(), Vec::new()).await.map_err(Arc::new)?;
+        let (Some(generation), Some((ttl, swr, sie))) = (generations, lifetimes) else { return Ok(page) };
+        if !storable(page.status) {
+            return Ok(page);
+        }
+        let route = &self.manifest.routes[route_index];
+        let bundle = self.bundles.get(&route.bundle).cloned();
+        let meta = Meta {
+            v: 1,
+            kind: Kind::Page,
+            key: key.clone(),
+            status: page.status,
+            headers: page.headers.clone(),
+            created_at: page.created_at,
+            ttl_s: ttl,
+            swr_s: swr,
+            sie_s: sie,
+            deps,
+            etag: Some(page.etag.clone()),
+            generation,
+            render: bundle.map(|b| RenderInfo { framework: b.framework, bundle: b.hash, ms: render_ms }),
+            stale_at: None,
+            extra: Map::new(),
+        };
+        match self.store.put(Entry { body: page.body.clone(), meta }).await {
+            Ok(PutOutcome::Stored) => {}
+            Ok(PutOutcome::Dropped { context }) => {
+                self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%key, %context, "render not stored: {context} was purged while it ran");
+            }
+            Err(e) => self.store_failed("put", &e),
+        }
+        Ok(page)
+    }
+
+    /// Fetches the dependencies and renders. Returns the page, its lifetimes (`None`: never
+    /// store it) and the render time.
+    async fn render(
+        &self,
+        url: &str,
+        matched: RouteMatch,
+        generations: Option<&Generations>,
+        credentials: Vec<(String, String)>,
+    ) -> Result<(Arc<Page>, Option<(u64, u64, u64)>, f64), PageError> {
+        let route = &self.manifest.routes[matched.index];
+        let fetches =
+            matched.deps.iter().map(|(context, params)| self.dependency(context, params, generations, &credentials));
+        let answers = futures_util::future::join_all(fetches).await;
+        let mut input = PageInput {
+            url: url.to_string(),
+            route: route.path.clone(),
+            params: matched.params.clone(),
+            query: matched.query.clone(),
+            ..PageInput::default()
+        };
+        let mut lifetimes = Some((u64::MAX, u64::MAX, u64::MAX));
+        for ((context, params), answer) in matched.deps.iter().zip(answers) {
+            let (answer, directives) = answer?;
+            lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
+                (CachePolicy::Cached(CacheTimes { ttl, swr, sie }), Some((t, s, e))) if !directives.no_store => {
+                    let ttl = directives.max_age.map_or(ttl, |m| m.min(ttl));
+                    let swr = directives.swr.map_or(swr, |m| m.min(swr));
+                    Some((t.min(ttl), s.min(swr), e.min(sie)))
+                }
+                _ => None,
+            };
+            match answer {
+                Answer::Data(data) => {
+                    input.data.push(DependencyData { context: context.clone(), params: params.clone(), data })
+                }
+                Answer::Error(error) => {
+                    input.errors.push(DependencyError { context: context.clone(), params: params.clone(), error })
+                }
+            }
+        }
+        let rendered = self.pool.render(&route.bundle, &route.page, &input).await?;
+        let body: Arc<[u8]> = rendered.html.into_bytes().into();
+        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
+        let page =
+            Page { status: rendered.status, headers: rendered.headers, body, etag, created_at: self.clock.now() };
+        Ok((Arc::new(page), lifetimes, rendered.elapsed.as_secs_f64() * 1e3))
+    }
+
+    /// One dependency: from the data cache when fresh, else from the origin (and into the
+    /// data cache when it may be stored).
+    async fn dependency(
+        &self,
+        context: &str,
+        params: &Map<String, Value>,
+        generations: Option<&Generations>,
+        credentials: &[(String, String)],
+    ) -> Result<(Answer, Directives), OriginError> {
+        let policy = self.manifest.contexts[context].cache;
+        let cacheable = matches!(policy, CachePolicy::Cached(_)) && credentials.is_empty();
+        let key = self.keys.data_key(context, params);
+        if cacheable {
+            match self.store.get(&key).await {
+                Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
+                    match serde_json::from_slice::<Value>(&entry.body) {
+                        Ok(data) => return Ok((Answer::Data(data), Directives::default())),
+                        Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.store_failed("get", &e),
+            }
+        }
+        let fetched = self.origin.fetch(context, params, credentials).await?;
+        if let (true, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
+            (cacheable && !fetched.directives.no_store, &fetched.answer, policy, generations)
+        {
+            let ttl = fetched.directives.max_age.map_or(times.ttl, |m| m.min(times.ttl));
+            let meta = Meta {
+                v: 1,
+                kind: Kind::Data,
+                key: key.clone(),
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                created_at: self.clock.now(),
+                ttl_s: ttl,
+                swr_s: fetched.directives.swr.map_or(times.swr, |m| m.min(times.swr)),
+                sie_s: times.sie,
+                deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
+                etag: None,
+                generation: BTreeMap::from([(context.to_string(), generations.get(context).copied().unwrap_or(0))]),
+                render: None,
+                stale_at: None,
+                extra: Map::new(),
+            };
+            let body: Arc<[u8]> = serde_json::to_vec(data).unwrap_or_default().into();
+            if let Err(e) = self.store.put(Entry { body, meta }).await {
+                self.store_failed("put", &e);
+            }
+        }
+        Ok((fetched.answer, fetched.directives))
+    }
+}
+
+fn page_of(entry: &Entry) -> Page {
+    Page {
+        status: entry.meta.status,
+        headers: entry.meta.headers.clone(),
+        body: entry.body.clone(),
+        etag: entry.meta.etag.clone().unwrap_or_default(),
+        created_at: entry.meta.created_at,
+    }
+}

@@ -1,0 +1,97 @@
+//! The HTTP face of the node (axum): pages, the reverse proxy with `X-Mizan-Invalidate`,
+//! `POST /_mizan/purge` and `GET /_mizan/health`. This is the only layer that turns errors
+//! into responses; internals (JS stacks, origin URLs) go to the log, never to the client.
+
+mod errors;
+mod pages;
+mod proxy;
+
+use crate::cache::purge::PurgeRequest;
+use crate::node::Node;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The node's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn app(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/_mizan/health", get(health))
+        .route("/_mizan/purge", post(purge).layer(DefaultBodyLimit::max(64 * 1024)))
+        .fallback(any(dispatch))
+        .with_state(node)
+}
+
+async fn dispatch(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    if node.is_proxied(request.uri().path()) {
+        return proxy::forward(&node, client, request).await;
+    }
+    match *request.method() {
+        Method::GET | Method::HEAD => pages::serve(&node, request).await,
+        _ => (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, HEAD")]).into_response(),
+    }
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    let s = &node.stats;
+    let p = node.pool.stats();
+    axum::Json(json!({
+        "status": "ok",
+        "store": node.store.name(),
+        "workers": node.pool.workers(),
+        "pages": {
+            "hit": s.hits.load(Ordering::Relaxed),
+            "miss": s.misses.load(Ordering::Relaxed),
+            "stale": s.stale.load(Ordering::Relaxed),
+            "bypass": s.bypass.load(Ordering::Relaxed),
+        },
+        "renders": { "ok": p.rendered.load(Ordering::Relaxed), "failed": p.failed.load(Ordering::Relaxed) },
+        "store_errors": s.store_errors.load(Ordering::Relaxed),
+        "dropped_writes": s.dropped_writes.load(Ordering::Relaxed),
+        "purged": s.purged.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn purge(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers.get("x-mizan-signature").and_then(|v| v.to_str().ok());
+    let now = node.clock.now() / 1000;
+    if let Err(e) = node.verifier.verify(signature, &body, now) {
+        tracing::warn!(error = %e, "purge refused");
+        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    let request: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("purge body: {e}")),
+    };
+    let mut purged = 0;
+    for target in &request.purge {
+        match node.store.purge(&target.context, &target.params, request.mode.into()).await {
+            Ok(n) => purged += n,
+            Err(e) => {
+                node.store_failed("purge", &e);
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cache store unavailable; nothing was purged after this point",
+                );
+            }
+        }
+    }
+    node.stats.purged.fetch_add(purged, Ordering::Relaxed);
+    tracing::info!(purged, targets = request.purge.len(), "signed purge");
+    axum::Json(json!({ "purged": purged })).into_response()
+}

@@ -1,0 +1,79 @@
+//! Page responses: the pipeline's result with `ETag` / `If-None-Match` (304), `Age`,
+//! `X-Mizan-Cache`, `Cache-Control` and `Vary`.
+
+use super::errors;
+use crate::node::Node;
+use crate::node::page::{CacheState, PageRequest};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
+    let head = request.method() == Method::HEAD;
+    let uri = request.uri().clone();
+    let headers = request.headers();
+    let page_request = PageRequest {
+        method: "GET".into(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
+            .collect(),
+    };
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let served = match node.page(&page_request).await {
+        Ok(served) => served,
+        Err(error) => return errors::for_page(&error),
+    };
+    let page = &served.page;
+    let not_modified = served.state != CacheState::Bypass
+        && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag || t.trim() == "*"));
+    let mut builder = Response::builder().status(if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK)
+    });
+    let h = builder.headers_mut().expect("a fresh builder has headers");
+    if !not_modified {
+        for (name, value) in &page.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+                h.append(n, v);
+            }
+        }
+    }
+    h.insert(HeaderName::from_static("x-mizan-cache"), HeaderValue::from_static(served.state.as_str()));
+    if served.state == CacheState::Bypass {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    } else {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, must-revalidate"));
+        if let Ok(etag) = HeaderValue::try_from(page.etag.as_str()) {
+            h.insert(header::ETAG, etag);
+        }
+        h.insert(header::AGE, HeaderValue::from(served.age_s));
+        if !served.vary.is_empty()
+            && let Ok(v) = HeaderValue::try_from(served.vary.join(", "))
+        {
+            h.insert(header::VARY, v);
+        }
+    }
+    let body = if head || not_modified {
+        Body::empty()
+    } else {
+        Body::from(axum::body::Bytes::from_owner(ArcBytes(page.body.clone())))
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| errors::page(StatusCode::INTERNAL_SERVER_ERROR, "The response could not be built."))
+}
+
+/// A cached body shared with the cache, sent without a copy.
+struct ArcBytes(Arc<[u8]>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -1,0 +1,65 @@
+//! Forwarding a proxied request to the origin and its answer back, purging what the
+//! origin's `X-Mizan-Invalidate` names before the client sees the answer.
+
+use super::errors;
+use crate::cache::invalidate;
+use crate::node::Node;
+use crate::origin::proxy::{add_forwarded, end_to_end};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::TryStreamExt as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+pub async fn forward(node: &Node, client: SocketAddr, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{}", node.origin.config().base.trim_end_matches('/'), path_and_query);
+    // The origin's own header is honoured on responses only; never pass one along.
+    let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate", "content-length"]);
+    add_forwarded(&mut headers, client.ip(), parts.headers.get("host"));
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let answer = node.origin.client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) if e.is_timeout() => {
+            tracing::error!(%url, error = %e, "proxy: origin timed out");
+            return errors::page(StatusCode::GATEWAY_TIMEOUT, "The origin did not answer in time.");
+        }
+        Err(e) => {
+            tracing::error!(%url, error = %e, "proxy: origin unreachable");
+            return errors::page(StatusCode::BAD_GATEWAY, "The origin could not be reached.");
+        }
+    };
+    let invalidations: Vec<String> = answer
+        .headers()
+        .get_all("x-mizan-invalidate")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if !invalidations.is_empty() {
+        let (purges, skipped) = invalidate::parse(&invalidations.join(", "));
+        for why in skipped {
+            tracing::warn!(%url, member = %why, "X-Mizan-Invalidate: member skipped");
+        }
+        for purge in purges {
+            match node.store.purge(&purge.context, &purge.params, purge.mode).await {
+                Ok(n) => {
+                    node.stats.purged.fetch_add(n, Ordering::Relaxed);
+                    tracing::info!(context = %purge.context, purged = n, "X-Mizan-Invalidate");
+                }
+                Err(e) => node.store_failed("purge", &e),
+            }
+        }
+    }
+    let mut response = Response::builder().status(answer.status());
+    if let Some(h) = response.headers_mut() {
+        *h = end_to_end(answer.headers(), &[]);
+    }
+    let stream = answer.bytes_stream().map_err(std::io::Error::other);
+    response
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| errors::page(StatusCode::BAD_GATEWAY, "The origin's answer could not be relayed."))
+}
