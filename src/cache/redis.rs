@@ -152,7 +152,13 @@ impl Store for RedisStore {
             return Ok(Generations::new());
         }
         let mut conn = self.conn.clone();
-        let values: Vec<Option<u64>> = conn.hget(GENERATIONS, contexts).await.map_err(unavailable)?;
+        // HMGET even for one field: HGET's nil would read as an empty list, and a render would
+        // record no generation at all.
+        let values: Vec<Option<u64>> =
+            redis::cmd("HMGET").arg(GENERATIONS).arg(contexts).query_async(&mut conn).await.map_err(unavailable)?;
+        if values.len() != contexts.len() {
+            return Err(unavailable(format!("HMGET answered {} values for {} fields", values.len(), contexts.len())));
+        }
         Ok(contexts.iter().cloned().zip(values.into_iter().map(|v| v.unwrap_or(0))).collect())
     }
 

@@ -18,7 +18,7 @@ pub async fn forward(node: &Node, client: SocketAddr, request: Request) -> Respo
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{}", node.origin.config().base.trim_end_matches('/'), path_and_query);
     // The origin's own header is honoured on responses only; never pass one along.
-    let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate", "content-length"]);
+    let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate"]);
     add_forwarded(&mut headers, client.ip(), parts.headers.get("host"));
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
     let answer = node.origin.client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;

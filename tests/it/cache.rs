@@ -133,6 +133,16 @@ pub async fn a_put_from_a_render_that_started_before_a_purge_is_dropped(b: Backe
     assert_eq!(now["product_list"], 1);
     late.meta.generation = now;
     put_ok(s, late).await;
+
+    // The same with a single context never purged before (every context reads 0).
+    let one = vec!["fresh_context".to_string()];
+    let at_start = s.generations(&one).await.unwrap();
+    assert_eq!(at_start.len(), 1, "a generation for every context asked, even one never purged");
+    s.purge("fresh_context", &obj(json!({"id": 5})), PurgeMode::Hard).await.unwrap();
+    let mut late = entry("solo", vec![dep("fresh_context", json!({"id": 5}))], b"stale");
+    late.meta.generation = at_start;
+    assert_eq!(s.put(late).await.unwrap(), PutOutcome::Dropped { context: "fresh_context".into() });
+    assert_eq!(s.get("solo").await.unwrap(), None);
 }
 
 pub async fn freshness_windows_follow_the_metadata(b: Backend) {

@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod common;
+mod e2e;
 mod parity;
 mod pool;
 mod render;

@@ -1,0 +1,187 @@
+//! Bad input and faults, end to end: errors with the right status and words, hostile
+//! requests that cannot poison or bust the cache, signed purges, the proxy's header
+//! handling, a Redis that goes away, and the purge and prerender commands.
+
+use super::harness::{Backend, Harness, SECRET, read};
+use mizan_render::cache::Keys;
+use mizan_render::cache::signature::sign;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_the_right_status_and_say_what_was_wrong() {
+    let h = Harness::start(Backend::Memory).await;
+    let missing = h.get("/nowhere").await;
+    assert_eq!((missing.status, missing.header("cache-control")), (404, "no-store"));
+    let unknown_product = h.get("/products/9999").await;
+    assert_eq!(unknown_product.status, 404, "the page renders its DjangoError state with the origin's status");
+    assert!(unknown_product.body.contains("Product not found"));
+    let broken = h.get("/broken").await;
+    assert_eq!(broken.status, 502);
+    assert!(
+        broken.body.contains("broken_list") && broken.body.contains("/properties/products/items/properties/price/type"),
+        "names the context and the schema path: {}",
+        broken.body
+    );
+    let huge = h.get("/huge").await;
+    assert_eq!(huge.status, 502);
+    assert!(huge.body.contains("larger than this node accepts"));
+    assert_eq!(h.get("/products/abc").await.status, 404, "a parameter of the wrong type matches no route");
+    let post = h.client.post(format!("{}/products/1", h.url)).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_is_a_504_and_a_down_one_a_502() {
+    let mut h = Harness::start_with(Backend::Memory, Duration::from_millis(300)).await;
+    h.origin.gate("product_detail").await; // never released: the origin never answers
+    let slow = h.get("/products/2").await;
+    assert_eq!(slow.status, 504);
+    assert!(slow.body.contains("did not arrive in time"));
+    h.origin.release("product_detail").await;
+    h.origin.stop();
+    assert_eq!(h.get("/products/3").await.status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_cannot_bust_or_poison_the_cache() {
+    let h = Harness::start(Backend::Memory).await;
+    assert_eq!(h.get("/products/3").await.cache(), "MISS");
+    // Undeclared query parameters, another Host, dot segments and encoded unreserved
+    // characters all reach the same entry.
+    assert_eq!(h.get("/products/3?utm_source=x&cache_bust=1").await.cache(), "HIT");
+    assert_eq!(h.get_with("/products/3", &[("host", "evil.example")]).await.cache(), "HIT");
+    assert_eq!(h.get("/products/%2E%2E/products/%33").await.cache(), "HIT");
+    // A request cannot purge: X-Mizan-Invalidate is honoured on origin responses only.
+    assert_eq!(h.get_with("/products/3", &[("x-mizan-invalidate", "product_detail;id=3")]).await.cache(), "HIT");
+    // Declared vary headers do separate entries.
+    assert_eq!(h.get_with("/search?q=a", &[("accept-language", "fr")]).await.cache(), "MISS");
+    assert_eq!(h.get_with("/search?q=a", &[("accept-language", "en")]).await.cache(), "MISS");
+    let again = h.get_with("/search?q=a&x=1", &[("accept-language", " fr ")]).await;
+    assert_eq!((again.cache(), again.header("vary")), ("HIT", "accept-language"));
+    // Absurd and traversing URLs are refused before any work.
+    assert_eq!(h.get(&format!("/products/{}", "9".repeat(5000))).await.status, 414);
+    assert_eq!(h.get("/products/..%2F..%2Fetc%2Fpasswd").await.status, 400);
+    assert_eq!(h.origin.calls("product_detail").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_answer_304() {
+    let h = Harness::start(Backend::Memory).await;
+    let first = h.get("/products/6").await;
+    let etag = first.header("etag").to_string();
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    let not_modified = h.get_with("/products/6", &[("if-none-match", &etag)]).await;
+    assert_eq!((not_modified.status, not_modified.cache(), not_modified.body.as_str()), (304, "HIT", ""));
+    assert_eq!(not_modified.header("etag"), etag);
+    assert_eq!(h.get_with("/products/6", &[("if-none-match", "\"other\"")]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_purges_are_accepted_once_and_forged_ones_change_nothing() {
+    let h = Harness::start(Backend::Memory).await;
+    assert_eq!(h.get("/products/1").await.cache(), "MISS");
+    let body = br#"{"purge":[{"context":"product_detail","params":{"id":1}}],"mode":"hard"}"#.to_vec();
+    let post = |signature: String, body: Vec<u8>| {
+        h.client.post(format!("{}/_mizan/purge", h.url)).header("x-mizan-signature", signature).body(body).send()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let forged = Keys::from_secret(b"a-different-secret-of-enough-length-000", false).unwrap();
+    for (signature, why) in [
+        (sign(&forged, now, &body), "signature does not match"),
+        (sign(&Keys::from_secret(SECRET.as_bytes(), false).unwrap(), now - 301, &body), "outside the ±300 s window"),
+        ("t=1,v1=zz".to_string(), "malformed"),
+    ] {
+        let refused = read(post(signature, body.clone()).await.unwrap()).await;
+        assert_eq!(refused.status, 401);
+        assert!(refused.body.contains(why), "{}", refused.body);
+        assert_eq!(h.get("/products/1").await.cache(), "HIT", "a refused purge changes nothing");
+    }
+    let good = sign(&Keys::from_secret(SECRET.as_bytes(), false).unwrap(), now, &body);
+    let accepted = read(post(good.clone(), body.clone()).await.unwrap()).await;
+    assert_eq!((accepted.status, accepted.body.as_str()), (200, r#"{"purged":2}"#), "the page and its data entry");
+    assert_eq!(h.get("/products/1").await.cache(), "MISS");
+    let replay = read(post(good, body).await.unwrap()).await;
+    assert_eq!(replay.status, 401);
+    assert!(replay.body.contains("replay"));
+    assert_eq!(h.get("/products/1").await.cache(), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_drops_hop_by_hop_headers_and_survives_a_malformed_invalidate() {
+    let h = Harness::start(Backend::Memory).await;
+    assert_eq!(h.get("/products").await.cache(), "MISS");
+    let url = format!("{}/api/echo?invalidate=%28bad%29%2C%20product_list%2C%2042", h.url);
+    let response = h
+        .client
+        .put(url)
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("x-app", "kept")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    let got = read(response).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("x-origin"), "fixture");
+    let echo: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!((echo["method"].as_str(), echo["body"].as_str()), (Some("PUT"), Some("payload")));
+    assert_eq!(echo["headers"]["x-app"], "kept");
+    assert!(echo["headers"].get("x-hop").is_none(), "a header named by Connection is not forwarded");
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h.get("/products").await.cache(), "MISS", "the valid member purged despite the bad ones");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_fails_open_while_redis_is_away_and_caches_again_when_it_returns() {
+    let mut h = Harness::start(Backend::Redis).await;
+    assert_eq!(h.get("/products/2").await.cache(), "MISS");
+    assert_eq!(h.get("/products/2").await.cache(), "HIT");
+    h.redis.as_mut().unwrap().kill();
+    let during = h.get("/products/2").await;
+    assert_eq!((during.status, during.cache()), (200, "MISS"), "served by rendering");
+    let health: serde_json::Value =
+        h.client.get(format!("{}/_mizan/health", h.url)).send().await.unwrap().json().await.unwrap();
+    assert!(health["store_errors"].as_u64().unwrap() > 0);
+    h.redis.as_mut().unwrap().restart();
+    let mut cached_again = false;
+    for _ in 0..50 {
+        if h.get("/products/2").await.cache() == "HIT" {
+            cached_again = true;
+            break;
+        }
+    }
+    assert!(cached_again, "the node did not cache again after Redis returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_command_signs_what_the_node_accepts() {
+    let h = Harness::start(Backend::Memory).await;
+    assert_eq!(h.get("/products/11").await.cache(), "MISS");
+    let purge = |secret: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mizan-render"))
+            .args(["purge", "--node", &h.url, "product_detail", r#"{"id": 11}"#, "--secret", secret])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let wrong = tokio::task::block_in_place(|| purge("a-different-secret-of-enough-length-000"));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+    let ok = tokio::task::block_in_place(|| purge(SECRET));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), r#"{"purged":2}"#);
+    assert_eq!(h.get("/products/11").await.cache(), "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prerender_warms_every_enumerable_page() {
+    let h = Harness::start(Backend::Memory).await;
+    let urls = mizan_render::prerender::urls(&h.node);
+    assert_eq!(urls.len(), 21);
+    assert!(urls.contains(&"/products".to_string()) && urls.contains(&"/products/20".to_string()));
+    let report = mizan_render::prerender::run(&h.node).await;
+    assert_eq!((report.ok, report.failed.len()), (21, 0));
+    assert_eq!(h.get("/products/20").await.cache(), "HIT");
+    assert_eq!(h.get("/products").await.cache(), "HIT");
+}

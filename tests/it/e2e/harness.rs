@@ -1,0 +1,224 @@
+//! End-to-end harness: the real Django origin (fixtures/origin) on a free port, and the node
+//! in this process on another, with the store under test.
+
+use crate::common::root;
+use mizan_render::node::{Node, NodeConfig, StoreConfig};
+use mizan_render::origin::OriginConfig;
+use mizan_render::pool::PoolConfig;
+use mizan_render::testing::RedisServer;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SECRET: &str = "mizan-end-to-end-test-secret-0123456789abcdef";
+
+/// The Django origin, stopped on drop.
+pub struct Origin {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Origin {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut origin = Self { child: None, port };
+        origin.spawn();
+        origin
+    }
+
+    fn spawn(&mut self) {
+        let python = root().join("fixtures/origin/.venv/bin/python");
+        assert!(python.exists(), "{} is missing: run scripts/setup (it installs Django)", python.display());
+        let mut child = Command::new(python)
+            .arg("-u")
+            .arg(root().join("fixtures/origin/manage.py"))
+            .args(["runserver", &format!("127.0.0.1:{}", self.port), "--noreload"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Ready when Django says so.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("Quit the server") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("the Django origin exited before it was ready"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> Value {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Calls the origin received for `context`.
+    pub async fn calls(&self, context: &str) -> u64 {
+        self.call(reqwest::Method::GET, "/_test/stats").await["calls"][context].as_u64().unwrap_or(0)
+    }
+
+    /// Requests for `context` held at its gate now.
+    pub async fn waiting(&self, context: &str) -> u64 {
+        self.call(reqwest::Method::GET, "/_test/stats").await["waiting"][context].as_u64().unwrap_or(0)
+    }
+
+    /// Holds every answer for `context` until [`Origin::release`].
+    pub async fn gate(&self, context: &str) {
+        self.call(reqwest::Method::POST, &format!("/_test/gate?context={context}")).await;
+    }
+
+    pub async fn release(&self, context: &str) {
+        self.call(reqwest::Method::POST, &format!("/_test/release?context={context}")).await;
+    }
+
+    /// Changes a product at the origin without telling the node.
+    pub async fn set_price_quietly(&self, id: u64, price: f64) {
+        reqwest::Client::new()
+            .post(format!("{}/api/products/{id}", self.url()))
+            .body(serde_json::json!({ "price": price }).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Which store the node runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Redis,
+}
+
+/// A node and its origin (and its Redis).
+pub struct Harness {
+    pub origin: Origin,
+    pub node: Arc<Node>,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub redis: Option<RedisServer>,
+}
+
+/// A response, read whole.
+pub struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn cache(&self) -> &str {
+        self.headers.get("x-mizan-cache").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, Duration::from_secs(5)).await
+    }
+
+    pub async fn start_with(backend: Backend, origin_timeout: Duration) -> Self {
+        let origin = Origin::start();
+        let (store, redis) = match backend {
+            Backend::Memory => (StoreConfig::Memory(64 << 20), None),
+            Backend::Sqlite => {
+                let path = crate::common::scratch(&format!("e2e-{}-{}.db", std::process::id(), origin.port));
+                let _ = std::fs::remove_file(&path);
+                (StoreConfig::Sqlite(path), None)
+            }
+            Backend::Redis => {
+                let server = RedisServer::start();
+                (StoreConfig::Redis(server.url()), Some(server))
+            }
+        };
+        let config = NodeConfig {
+            manifest: root().join("fixtures/manifests/react.json"),
+            origin: OriginConfig { base: origin.url(), timeout: origin_timeout, max_body: 8 << 20 },
+            store,
+            pool: PoolConfig { workers: 2, queue: 256, max_renders_per_isolate: 10_000 },
+            secret: SECRET.as_bytes().to_vec(),
+            dev: false,
+        };
+        let node = Node::start(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = mizan_render::server::app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { origin, node, url, client: reqwest::Client::new(), redis }
+    }
+
+    pub async fn get(&self, path: &str) -> Got {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut request = self.client.get(format!("{}{path}", self.url));
+        for (n, v) in headers {
+            request = request.header(*n, *v);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// A mutation through the node's proxy.
+    pub async fn set_price(&self, id: u64, price: f64) -> Got {
+        let request = self
+            .client
+            .post(format!("{}/api/products/{id}", self.url))
+            .body(serde_json::json!({ "price": price }).to_string());
+        read(request.send().await.unwrap()).await
+    }
+
+    /// Waits until every background render of the node has landed.
+    pub async fn settle(&self) {
+        for key in self.node.flights.keys() {
+            self.node.flights.settle(&key).await;
+        }
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> Got {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap();
+    Got { status, headers, body }
+}
+
+/// The price shown on a product page.
+pub fn price(html: &str) -> &str {
+    let start = html.find(r#"<p class="price">"#).expect("a product page") + r#"<p class="price">"#.len();
+    &html[start..start + html[start..].find('<').unwrap()]
+}

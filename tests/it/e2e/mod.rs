@@ -1,0 +1,155 @@
+//! End to end: the real Django origin, the node over HTTP, each store. The flow users see:
+//! miss, hit, a mutation through the proxy that purges, re-renders, stale serving,
+//! coalescing, no-store pages, and a purge racing a slow render.
+
+mod faults;
+mod harness;
+
+use harness::{Backend, Harness, price};
+use std::time::Duration;
+
+pub async fn miss_hit_then_a_mutation_rerenders_only_affected_pages(backend: Backend) {
+    let h = Harness::start(backend).await;
+    assert_eq!(h.get("/products/7").await.cache(), "MISS");
+    let hit = h.get("/products/7").await;
+    assert_eq!((hit.status, hit.cache()), (200, "HIT"));
+    assert_eq!(price(&hit.body), "€154.75");
+    assert_eq!(h.get("/products/8").await.cache(), "MISS");
+    assert_eq!(h.get("/products").await.cache(), "MISS");
+    assert_eq!(h.get("/products/8").await.cache(), "HIT");
+
+    let mutation = h.set_price(7, 99.5).await;
+    assert_eq!(mutation.status, 200);
+    assert_eq!(
+        mutation.header("x-mizan-invalidate"),
+        "product_detail;id=7, product_list",
+        "passed through to the client"
+    );
+
+    let fresh = h.get("/products/7").await;
+    assert_eq!(
+        (fresh.cache(), price(&fresh.body)),
+        ("MISS", "€99.50"),
+        "the affected page re-renders with the new data"
+    );
+    assert_eq!(h.get("/products/7").await.cache(), "HIT");
+    let list = h.get("/products").await;
+    assert_eq!(list.cache(), "MISS");
+    assert!(list.body.contains("€99.50"));
+    assert_eq!(h.get("/products/8").await.cache(), "HIT", "an unrelated page stays cached");
+    assert_eq!(h.origin.calls("product_detail").await, 3, "7, 8, then 7 again");
+}
+
+pub async fn stale_pages_are_served_while_one_background_render_refreshes_them(backend: Backend) {
+    let h = Harness::start(backend).await;
+    assert_eq!(h.get("/products/3").await.cache(), "MISS");
+    h.origin.set_price_quietly(3, 12.0).await;
+    // Past ttl (60 s), within stale-while-revalidate (300 s).
+    h.node.clock.advance(Duration::from_secs(61));
+    let stale = h.get("/products/3").await;
+    assert_eq!(stale.cache(), "STALE");
+    assert_ne!(price(&stale.body), "€12.00", "the stale copy is served at once");
+    let again = h.get("/products/3").await;
+    assert!(matches!(again.cache(), "STALE" | "HIT"));
+    h.settle().await;
+    let refreshed = h.get("/products/3").await;
+    assert_eq!((refreshed.cache(), price(&refreshed.body)), ("HIT", "€12.00"));
+    assert_eq!(h.origin.calls("product_detail").await, 2, "one background render, however many stale hits");
+}
+
+pub async fn stale_pages_are_served_when_the_origin_is_down_within_stale_if_error(backend: Backend) {
+    let mut h = Harness::start(backend).await;
+    let first = h.get("/products/4").await;
+    h.origin.stop();
+    // Past ttl + swr (360 s), within sie (86 400 s).
+    h.node.clock.advance(Duration::from_secs(400));
+    let stale = h.get("/products/4").await;
+    assert_eq!((stale.status, stale.cache()), (200, "STALE"));
+    assert_eq!(stale.body, first.body);
+    // Past every window: a clear error, not the old page.
+    h.node.clock.advance(Duration::from_secs(90_000));
+    let gone = h.get("/products/4").await;
+    assert_eq!(gone.status, 502);
+    assert!(gone.body.contains("could not be fetched"), "{}", gone.body);
+}
+
+pub async fn concurrent_misses_make_one_origin_call_and_one_render(backend: Backend) {
+    let h = std::sync::Arc::new(Harness::start(backend).await);
+    h.origin.gate("product_detail").await;
+    let rendered_before = h.node.pool.stats().rendered.load(std::sync::atomic::Ordering::Relaxed);
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/products/9").await })
+        })
+        .collect();
+    // All eight wait on one flight before the origin answers.
+    loop {
+        let keys = h.node.flights.keys();
+        if keys.len() == 1 && h.node.flights.waiting(&keys[0]) == 8 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    h.origin.release("product_detail").await;
+    let mut bodies = Vec::new();
+    for r in requests {
+        let got = r.await.unwrap();
+        assert_eq!((got.status, got.cache()), (200, "MISS"));
+        bodies.push(got.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(h.origin.calls("product_detail").await, 1);
+    assert_eq!(h.node.pool.stats().rendered.load(std::sync::atomic::Ordering::Relaxed) - rendered_before, 1);
+    assert_eq!(h.get("/products/9").await.cache(), "HIT");
+}
+
+pub async fn no_store_pages_are_never_cached_nor_shared_between_users(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let u1 = h.get_with("/cart", &[("cookie", "user=u1")]).await;
+    assert_eq!((u1.status, u1.cache(), u1.header("cache-control")), (200, "BYPASS", "no-store"));
+    assert!(u1.body.contains("Cart of <!-- -->u1"));
+    let u2 = h.get_with("/cart", &[("cookie", "user=u2")]).await;
+    assert!(u2.body.contains("Cart of <!-- -->u2") && !u2.body.contains("u1"));
+    assert_eq!(h.get_with("/cart", &[("cookie", "user=u1")]).await.cache(), "BYPASS");
+    assert_eq!(h.origin.calls("cart").await, 3);
+    let anonymous = h.get("/cart").await;
+    assert_eq!((anonymous.status, anonymous.cache()), (403, "BYPASS"));
+}
+
+pub async fn a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache(backend: Backend) {
+    let h = std::sync::Arc::new(Harness::start(backend).await);
+    h.origin.gate("product_detail").await;
+    let slow = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/products/5").await })
+    };
+    while h.origin.waiting("product_detail").await == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The render has read the old price and is held; the mutation purges meanwhile.
+    assert_eq!(h.set_price(5, 1.25).await.status, 200);
+    h.origin.release("product_detail").await;
+    let old = slow.await.unwrap();
+    assert_eq!((old.cache(), price(&old.body)), ("MISS", "€17.15"));
+    let next = h.get("/products/5").await;
+    assert_eq!((next.cache(), price(&next.body)), ("MISS", "€1.25"), "the render that raced the purge was not stored");
+    assert_eq!(h.get("/products/5").await.cache(), "HIT");
+}
+
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod on_memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Memory).await } )* }
+        mod on_sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
+        mod on_redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Redis).await } )* }
+    };
+}
+
+on_every_store!(
+    miss_hit_then_a_mutation_rerenders_only_affected_pages,
+    stale_pages_are_served_while_one_background_render_refreshes_them,
+    stale_pages_are_served_when_the_origin_is_down_within_stale_if_error,
+    concurrent_misses_make_one_origin_call_and_one_render,
+    no_store_pages_are_never_cached_nor_shared_between_users,
+    a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache,
+);
