@@ -52,7 +52,8 @@ pub async fn run(node: &Arc<Node>) -> Report {
     let mut in_flight = futures_util::stream::iter(urls.into_iter().map(|url| {
         let node = node.clone();
         async move {
-            let request = PageRequest { method: "GET".into(), path: url.clone(), ..PageRequest::default() };
+            let headers = http::HeaderMap::new();
+            let request = PageRequest { path: &url, query: "", headers: &headers };
             let outcome = node.page(&request).await.map(|_| ()).map_err(|e| e.to_string());
             (url, outcome)
         }

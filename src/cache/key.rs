@@ -23,6 +23,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 pub struct Keys {
     cache: [u8; 32],
     purge: [u8; 32],
+    /// HMAC state already keyed with `k_cache`: cloning it skips the key schedule per key.
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for Keys {
@@ -54,7 +56,9 @@ impl Keys {
                 "MIZAN_SECRET is the published example secret; use it only with --dev".into(),
             ));
         }
-        Ok(Self { cache: hmac(secret, &[b"mizan/v1/cache-key"]), purge: hmac(secret, &[b"mizan/v1/purge"]) })
+        let cache = hmac(secret, &[b"mizan/v1/cache-key"]);
+        let keyed = HmacSha256::new_from_slice(&cache).expect("HMAC takes keys of any length");
+        Ok(Self { cache, purge: hmac(secret, &[b"mizan/v1/purge"]), keyed })
     }
 
     /// `k_purge`, which signs purge requests.
@@ -71,15 +75,26 @@ impl Keys {
     /// `mz1:d:` + hex(HMAC(k_cache, "data" 0 context 0 JCS(params))).
     pub fn data_key(&self, context: &str, params: &Map<String, Value>) -> String {
         let params = jcs(&Value::Object(params.clone()));
-        let mac = hmac(&self.cache, &[b"data\0", context.as_bytes(), b"\0", params.as_bytes()]);
-        format!("mz1:d:{}", hex::encode(mac))
+        self.key("mz1:d:", &[b"data\0", context.as_bytes(), b"\0", params.as_bytes()])
+    }
+
+    fn key(&self, prefix: &str, parts: &[&[u8]]) -> String {
+        let mut mac = self.keyed.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        let digest = mac.finalize().into_bytes();
+        let mut key = String::with_capacity(prefix.len() + 64);
+        key.push_str(prefix);
+        key.push_str(&hex::encode(digest));
+        key
     }
 
     /// `mz1:p:` + hex(HMAC(k_cache, "page" 0 site 0 method 0 path 0 query 0 vary)), from the
     /// canonical parts of [`PageKeyParts`].
     pub fn page_key(&self, parts: &PageKeyParts) -> String {
-        let mac = hmac(
-            &self.cache,
+        self.key(
+            "mz1:p:",
             &[
                 b"page\0",
                 parts.site.as_bytes(),
@@ -92,8 +107,7 @@ impl Keys {
                 b"\0",
                 parts.vary.as_bytes(),
             ],
-        );
-        format!("mz1:p:{}", hex::encode(mac))
+        )
     }
 }
 
@@ -118,6 +132,25 @@ pub struct PageKeyParts {
 }
 
 impl PageKeyParts {
+    /// Canonicalises a request whose path is already normalised ([`normalize_path`]).
+    pub fn normalized<'h>(
+        site: &str,
+        method: &str,
+        path: String,
+        raw_query: &str,
+        declared_query: &[String],
+        declared_vary: &[String],
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> Self {
+        Self {
+            site: site.to_string(),
+            method: method.to_ascii_uppercase(),
+            path,
+            query: canonical_query(raw_query, declared_query),
+            vary: canonical_vary(declared_vary, header),
+        }
+    }
+
     /// Canonicalises a request: `raw_path` and `raw_query` as sent, `declared_query` and
     /// `declared_vary` from the route, `header` looks a request header up by lower-case name.
     pub fn new<'h>(
@@ -129,13 +162,7 @@ impl PageKeyParts {
         declared_vary: &[String],
         header: impl Fn(&str) -> Option<&'h str>,
     ) -> Result<Self, CacheError> {
-        Ok(Self {
-            site: site.to_string(),
-            method: method.to_ascii_uppercase(),
-            path: normalize_path(raw_path)?,
-            query: canonical_query(raw_query, declared_query),
-            vary: canonical_vary(declared_vary, header),
-        })
+        Ok(Self::normalized(site, method, normalize_path(raw_path)?, raw_query, declared_query, declared_vary, header))
     }
 }
 

@@ -151,6 +151,8 @@ pub struct Node {
     /// Counters.
     pub stats: NodeStats,
     bundles: HashMap<String, BundleInfo>,
+    /// Raw request target -> where it goes (routes without `vary` only).
+    targets: moka::sync::Cache<String, Arc<page::Target>>,
 }
 
 impl Node {
@@ -193,6 +195,7 @@ impl Node {
             clock: Clock::default(),
             stats: NodeStats::default(),
             bundles,
+            targets: moka::sync::Cache::new(100_000),
         }))
     }
 

@@ -31,23 +31,9 @@ pub enum PageError {
     Render(#[from] RenderError),
 }
 
-/// A rendered page, as stored and served.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers the bundle set.
-    pub headers: Vec<(String, String)>,
-    /// The HTML.
-    pub body: Arc<[u8]>,
-    /// Strong entity tag of the body.
-    pub etag: String,
-    /// When it was rendered, unix ms.
-    pub created_at: u64,
-}
-
-/// The shared outcome of one render flight.
-pub type PageOutcome = Result<Arc<Page>, Arc<PageError>>;
+/// The shared outcome of one render flight: the page as an entry (stored or not), so that
+/// hits and renders are served by the same code without copying.
+pub type PageOutcome = Result<Arc<Entry>, Arc<PageError>>;
 
 /// How a page was served: the `X-Mizan-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +63,8 @@ impl CacheState {
 /// A page ready to send.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The page.
-    pub page: Arc<Page>,
+    /// The page: body, status, headers and entity tag in its metadata.
+    pub page: Arc<Entry>,
     /// How it was served.
     pub state: CacheState,
     /// Seconds since it was rendered.
@@ -87,23 +73,36 @@ pub struct Served {
     pub vary: Vec<String>,
 }
 
-/// The request as the pipeline needs it.
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    /// `GET` (HEAD is served from the GET entry).
-    pub method: String,
+/// The request as the pipeline needs it (GET; HEAD is served from the GET entry).
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
     /// The path as sent.
-    pub path: String,
+    pub path: &'a str,
     /// The query as sent (without `?`).
-    pub query: String,
-    /// Request headers, lower-case names.
-    pub headers: Vec<(String, String)>,
+    pub query: &'a str,
+    /// Request headers.
+    pub headers: &'a http::HeaderMap,
 }
 
-impl PageRequest {
+impl PageRequest<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// Where a request goes, memoised per raw target ([`Node::target`]).
+#[derive(Debug)]
+pub struct Target {
+    /// The page key (empty for no-store pages, which have none).
+    key: String,
+    /// The normalised path and query.
+    url: String,
+    /// The route match.
+    matched: RouteMatch,
+    /// The route's vary headers, lower case.
+    vary: Vec<String>,
+    /// A dependency is never cached: neither is the page.
+    no_store: bool,
 }
 
 /// Cookie and Authorization, forwarded to the origin for no-store pages only.
@@ -115,33 +114,69 @@ fn storable(status: u16) -> bool {
 }
 
 impl Node {
-    /// Serves a page request.
-    pub async fn page(self: &Arc<Self>, request: &PageRequest) -> Result<Served, Arc<PageError>> {
-        let path = normalize_path(&request.path).map_err(|_| Arc::new(RouteError::BadUrl("malformed path").into()))?;
+    /// Where a request goes: its route match, page key and vary headers. Memoised by the raw
+    /// target for routes that vary on no header, so a repeated URL skips routing and key
+    /// derivation (the hit path).
+    fn target(&self, request: &PageRequest<'_>) -> Result<Arc<Target>, Arc<PageError>> {
+        let raw = if request.query.is_empty() {
+            request.path.to_string()
+        } else {
+            let mut raw = String::with_capacity(request.path.len() + 1 + request.query.len());
+            raw.push_str(request.path);
+            raw.push('?');
+            raw.push_str(request.query);
+            raw
+        };
+        if let Some(target) = self.targets.get(&raw) {
+            return Ok(target);
+        }
+        let bad = || Arc::new(PageError::from(RouteError::BadUrl("malformed path")));
+        let path = normalize_path(request.path).map_err(|_| bad())?;
         let url = if request.query.is_empty() { path.clone() } else { format!("{path}?{}", request.query) };
         let matched = self.router.route(&self.manifest, &url).map_err(|e| Arc::new(e.into()))?;
         let route = &self.manifest.routes[matched.index];
-        let no_store = route
-            .data
-            .iter()
-            .any(|d| self.manifest.contexts[&d.context].cache == CachePolicy::Never(crate::manifest::NeverCached));
-        let vary = route.vary.iter().map(|v| v.to_ascii_lowercase()).collect::<Vec<_>>();
+        let no_store =
+            route.data.iter().any(|d| matches!(self.manifest.contexts[&d.context].cache, CachePolicy::Never(_)));
+        let vary: Vec<String> = route.vary.iter().map(|v| v.to_ascii_lowercase()).collect();
+        let key = if no_store {
+            String::new()
+        } else {
+            let parts = PageKeyParts::normalized(
+                &self.manifest.site,
+                "GET",
+                path,
+                request.query,
+                &route.query,
+                &route.vary,
+                |n| request.header(n),
+            );
+            self.keys.page_key(&parts)
+        };
+        let target = Arc::new(Target { key, url, matched, vary, no_store });
+        if target.vary.is_empty() {
+            self.targets.insert(raw, target.clone());
+        }
+        Ok(target)
+    }
 
-        if no_store {
+    /// Serves a page request.
+    pub async fn page(self: &Arc<Self>, request: &PageRequest<'_>) -> Result<Served, Arc<PageError>> {
+        let target = self.target(request)?;
+        let vary = target.vary.clone();
+
+        if target.no_store {
             self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-            let credentials: Vec<(String, String)> =
-                request.headers.iter().filter(|(n, _)| CREDENTIALS.contains(&n.as_str())).cloned().collect();
-            let page = self.render(&url, matched, None, credentials).await.map_err(Arc::new)?;
-            return Ok(Served { page: page.0, state: CacheState::Bypass, age_s: 0, vary });
+            let credentials: Vec<(String, String)> = CREDENTIALS
+                .iter()
+                .filter_map(|name| request.header(name).map(|v| (name.to_string(), v.to_string())))
+                .collect();
+            let (page, _) =
+                self.render("", &target.url, target.matched.clone(), None, credentials).await.map_err(Arc::new)?;
+            return Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary });
         }
 
-        let parts =
-            PageKeyParts::new(&self.manifest.site, "GET", &path, &request.query, &route.query, &route.vary, |n| {
-                request.header(n)
-            })
-            .map_err(|_| Arc::new(RouteError::BadUrl("malformed path").into()))?;
-        let key = self.keys.page_key(&parts);
-        let cached = match self.store.get(&key).await {
+        let key = &target.key;
+        let cached = match self.store.get(key).await {
             Ok(entry) => entry,
             Err(e) => {
                 self.store_failed("get", &e);
@@ -152,16 +187,15 @@ impl Node {
         let age = |meta: &Meta| now.saturating_sub(meta.created_at) / 1000;
         let freshness = cached.as_ref().map(|e| e.meta.freshness(now)).unwrap_or(Freshness::Expired);
         if let Some(entry) = &cached {
-            let page = Arc::new(page_of(entry));
+            let page = entry.clone();
             match freshness {
                 Freshness::Fresh => {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Served { page, state: CacheState::Hit, age_s: age(&entry.meta), vary });
                 }
                 Freshness::StaleWhileRevalidate => {
-                    let node = self.clone();
-                    let (key2, url2) = (key.clone(), url.clone());
-                    self.flights.spawn(&key, move || async move { node.render_and_store(key2, url2, matched).await });
+                    let (node, flight) = (self.clone(), target.clone());
+                    self.flights.spawn(key, move || async move { node.render_and_store(flight).await });
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     return Ok(Served { page, state: CacheState::Stale, age_s: age(&entry.meta), vary });
                 }
@@ -169,10 +203,8 @@ impl Node {
             }
         }
 
-        let node = self.clone();
-        let (key2, url2) = (key.clone(), url.clone());
-        let (outcome, _) =
-            self.flights.run(&key, move || async move { node.render_and_store(key2, url2, matched).await }).await;
+        let (node, flight) = (self.clone(), target.clone());
+        let (outcome, _) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(RenderError::PoolClosed.into())));
         match (outcome, cached) {
             (Ok(page), _) => {
@@ -182,15 +214,17 @@ impl Node {
             (Err(error), Some(entry)) if freshness == Freshness::StaleIfError => {
                 tracing::warn!(%key, error = %error, "serving stale: the origin or the render failed");
                 self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                Ok(Served { page: Arc::new(page_of(&entry)), state: CacheState::Stale, age_s: age(&entry.meta), vary })
+                let age_s = age(&entry.meta);
+                Ok(Served { page: entry, state: CacheState::Stale, age_s, vary })
             }
             (Err(error), _) => Err(error),
         }
     }
 
     /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
-    async fn render_and_store(self: Arc<Self>, key: String, url: String, matched: RouteMatch) -> PageOutcome {
-        let contexts: Vec<String> = matched.deps.iter().map(|(c, _)| c.clone()).collect();
+    async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
+        let key = &target.key;
+        let contexts: Vec<String> = target.matched.deps.iter().map(|(c, _)| c.clone()).collect();
         // Read before anything else: a purge from here on drops this render's write.
         let generations = match self.store.generations(&contexts).await {
             Ok(g) => Some(g),
@@ -199,38 +233,12 @@ impl Node {
                 None
             }
         };
-        let route_index = matched.index;
-        let deps: Vec<Dependency> = matched
-            .deps
-            .iter()
-            .map(|(context, params)| Dependency { context: context.clone(), params: params.clone() })
-            .collect();
-        let (page, lifetimes, render_ms) =
-            self.render(&url, matched, generations.as_ref(), Vec::new()).await.map_err(Arc::new)?;
-        let (Some(generation), Some((ttl, swr, sie))) = (generations, lifetimes) else { return Ok(page) };
-        if !storable(page.status) {
+        let (page, storable_lifetimes) =
+            self.render(key, &target.url, target.matched.clone(), generations, Vec::new()).await.map_err(Arc::new)?;
+        if !storable_lifetimes || !storable(page.meta.status) {
             return Ok(page);
         }
-        let route = &self.manifest.routes[route_index];
-        let bundle = self.bundles.get(&route.bundle).cloned();
-        let meta = Meta {
-            v: 1,
-            kind: Kind::Page,
-            key: key.clone(),
-            status: page.status,
-            headers: page.headers.clone(),
-            created_at: page.created_at,
-            ttl_s: ttl,
-            swr_s: swr,
-            sie_s: sie,
-            deps,
-            etag: Some(page.etag.clone()),
-            generation,
-            render: bundle.map(|b| RenderInfo { framework: b.framework, bundle: b.hash, ms: render_ms }),
-            stale_at: None,
-            extra: Map::new(),
-        };
-        match self.store.put(Entry { body: page.body.clone(), meta }).await {
+        match self.store.put((*page).clone()).await {
             Ok(PutOutcome::Stored) => {}
             Ok(PutOutcome::Dropped { context }) => {
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
@@ -241,18 +249,21 @@ impl Node {
         Ok(page)
     }
 
-    /// Fetches the dependencies and renders. Returns the page, its lifetimes (`None`: never
-    /// store it) and the render time.
+    /// Fetches the dependencies and renders. Returns the page as an entry under `key`, and
+    /// whether it may be stored (no no-store dependency, and the generations were read).
     async fn render(
         &self,
+        key: &str,
         url: &str,
         matched: RouteMatch,
-        generations: Option<&Generations>,
+        generations: Option<Generations>,
         credentials: Vec<(String, String)>,
-    ) -> Result<(Arc<Page>, Option<(u64, u64, u64)>, f64), PageError> {
+    ) -> Result<(Arc<Entry>, bool), PageError> {
         let route = &self.manifest.routes[matched.index];
-        let fetches =
-            matched.deps.iter().map(|(context, params)| self.dependency(context, params, generations, &credentials));
+        let fetches = matched
+            .deps
+            .iter()
+            .map(|(context, params)| self.dependency(context, params, generations.as_ref(), &credentials));
         let answers = futures_util::future::join_all(fetches).await;
         let mut input = PageInput {
             url: url.to_string(),
@@ -284,9 +295,32 @@ impl Node {
         let rendered = self.pool.render(&route.bundle, &route.page, &input).await?;
         let body: Arc<[u8]> = rendered.html.into_bytes().into();
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
-        let page =
-            Page { status: rendered.status, headers: rendered.headers, body, etag, created_at: self.clock.now() };
-        Ok((Arc::new(page), lifetimes, rendered.elapsed.as_secs_f64() * 1e3))
+        let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
+        let bundle = self.bundles.get(&route.bundle);
+        let mut meta = Meta {
+            v: 1,
+            kind: Kind::Page,
+            key: key.to_string(),
+            status: rendered.status,
+            headers: rendered.headers,
+            created_at: self.clock.now(),
+            ttl_s: ttl,
+            swr_s: swr,
+            sie_s: sie,
+            deps: matched.deps.into_iter().map(|(context, params)| Dependency { context, params }).collect(),
+            etag: Some(etag),
+            render: bundle.map(|b| RenderInfo {
+                framework: b.framework.clone(),
+                bundle: b.hash.clone(),
+                ms: rendered.elapsed.as_secs_f64() * 1e3,
+            }),
+            generation: Generations::new(),
+            stale_at: None,
+            extra: Map::new(),
+        };
+        let storable = lifetimes.is_some() && generations.is_some();
+        meta.generation = generations.unwrap_or_default();
+        Ok((Arc::new(Entry { body, meta }), storable))
     }
 
     /// One dependency: from the data cache when fresh, else from the origin (and into the
@@ -341,15 +375,5 @@ impl Node {
             }
         }
         Ok((fetched.answer, fetched.directives))
-    }
-}
-
-fn page_of(entry: &Entry) -> Page {
-    Page {
-        status: entry.meta.status,
-        headers: entry.meta.headers.clone(),
-        body: entry.body.clone(),
-        etag: entry.meta.etag.clone().unwrap_or_default(),
-        created_at: entry.meta.created_at,
     }
 }

@@ -12,33 +12,27 @@ use std::sync::Arc;
 
 pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
     let head = request.method() == Method::HEAD;
-    let uri = request.uri().clone();
+    let uri = request.uri();
     let headers = request.headers();
-    let page_request = PageRequest {
-        method: "GET".into(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or("").to_string(),
-        headers: headers
-            .iter()
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str().to_string(), v.to_string())))
-            .collect(),
-    };
-    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let page_request = PageRequest { path: uri.path(), query: uri.query().unwrap_or(""), headers };
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     let served = match node.page(&page_request).await {
         Ok(served) => served,
         Err(error) => return errors::for_page(&error),
     };
     let page = &served.page;
+    let etag = page.meta.etag.as_deref().unwrap_or("");
     let not_modified = served.state != CacheState::Bypass
-        && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag || t.trim() == "*"));
+        && !etag.is_empty()
+        && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut builder = Response::builder().status(if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
-        StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK)
+        StatusCode::from_u16(page.meta.status).unwrap_or(StatusCode::OK)
     });
     let h = builder.headers_mut().expect("a fresh builder has headers");
     if !not_modified {
-        for (name, value) in &page.headers {
+        for (name, value) in &page.meta.headers {
             if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
                 h.append(n, v);
             }
@@ -49,7 +43,7 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     } else {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, must-revalidate"));
-        if let Ok(etag) = HeaderValue::try_from(page.etag.as_str()) {
+        if let Ok(etag) = HeaderValue::try_from(etag) {
             h.insert(header::ETAG, etag);
         }
         h.insert(header::AGE, HeaderValue::from(served.age_s));
