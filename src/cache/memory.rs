@@ -135,6 +135,10 @@ impl Store for MemoryStore {
         Ok(self.entries.get(key))
     }
 
+    fn get_now(&self, key: &str) -> Option<Option<Arc<Entry>>> {
+        Some(self.entries.get(key))
+    }
+
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
         let index = self.index();
         Ok(contexts.iter().map(|c| (c.clone(), index.generations.get(c).copied().unwrap_or(0))).collect())

@@ -57,6 +57,12 @@ pub trait Store: Send + Sync + 'static {
     /// logged and reported as `None`.
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError>;
 
+    /// The entry under `key` if the store can tell without I/O (memory): `Some(answer)`;
+    /// `None` means "ask [`Store::get`]". Lets the hit path skip a boxed future.
+    fn get_now(&self, _key: &str) -> Option<Option<Arc<Entry>>> {
+        None
+    }
+
     /// The current purge generations of `contexts` (0 for one never purged).
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError>;
 

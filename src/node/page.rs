@@ -118,16 +118,14 @@ impl Node {
     /// target for routes that vary on no header, so a repeated URL skips routing and key
     /// derivation (the hit path).
     fn target(&self, request: &PageRequest<'_>) -> Result<Arc<Target>, Arc<PageError>> {
-        let raw = if request.query.is_empty() {
-            request.path.to_string()
+        let joined;
+        let raw: &str = if request.query.is_empty() {
+            request.path
         } else {
-            let mut raw = String::with_capacity(request.path.len() + 1 + request.query.len());
-            raw.push_str(request.path);
-            raw.push('?');
-            raw.push_str(request.query);
-            raw
+            joined = format!("{}?{}", request.path, request.query);
+            &joined
         };
-        if let Some(target) = self.targets.get(&raw) {
+        if let Some(target) = self.targets.get(raw) {
             return Ok(target);
         }
         let bad = || Arc::new(PageError::from(RouteError::BadUrl("malformed path")));
@@ -154,7 +152,7 @@ impl Node {
         };
         let target = Arc::new(Target { key, url, matched, vary, no_store });
         if target.vary.is_empty() {
-            self.targets.insert(raw, target.clone());
+            self.targets.insert(raw.to_string(), target.clone());
         }
         Ok(target)
     }
@@ -162,6 +160,25 @@ impl Node {
     /// Serves a page request.
     pub async fn page(self: &Arc<Self>, request: &PageRequest<'_>) -> Result<Served, Arc<PageError>> {
         let target = self.target(request)?;
+        // The hit path, without I/O when the store allows: no large future is built or moved.
+        if !target.no_store
+            && let Some(Some(entry)) = self.store.get_now(&target.key)
+        {
+            let now = self.clock.now();
+            if entry.meta.freshness(now) == Freshness::Fresh {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                let age_s = now.saturating_sub(entry.meta.created_at) / 1000;
+                return Ok(Served { page: entry, state: CacheState::Hit, age_s, vary: target.vary.clone() });
+            }
+        }
+        Box::pin(self.page_slow(target, request)).await
+    }
+
+    async fn page_slow(
+        self: &Arc<Self>,
+        target: Arc<Target>,
+        request: &PageRequest<'_>,
+    ) -> Result<Served, Arc<PageError>> {
         let vary = target.vary.clone();
 
         if target.no_store {
