@@ -80,12 +80,21 @@ fn main() {
     );
     println!("| store | fill | get | get p50 | get p99 | purge 1k p50 | purge 1k max of {PURGES} | purge rate |");
     println!("|---|---|---|---|---|---|---|---|");
+    // MIZAN_BENCH_STORES=memory,redis runs a subset.
+    let only = std::env::var("MIZAN_BENCH_STORES").unwrap_or_else(|_| "memory,sqlite,redis".into());
+    let wanted = |name: &str| only.split(',').any(|s| s == name);
     tokio.block_on(async {
-        bench("memory", Arc::new(MemoryStore::new(1 << 30))).await;
-        let path = std::env::temp_dir().join(format!("mizan-bench-{}.db", std::process::id()));
-        bench("sqlite", Arc::new(SqliteStore::open(&path).unwrap())).await;
-        let _ = std::fs::remove_file(&path);
-        let server = RedisServer::start();
-        bench("redis", Arc::new(RedisStore::connect(&server.url()).await.unwrap())).await;
+        if wanted("memory") {
+            bench("memory", Arc::new(MemoryStore::new(1 << 30))).await;
+        }
+        if wanted("sqlite") {
+            let path = std::env::temp_dir().join(format!("mizan-bench-{}.db", std::process::id()));
+            bench("sqlite", Arc::new(SqliteStore::open(&path).unwrap())).await;
+            let _ = std::fs::remove_file(&path);
+        }
+        if wanted("redis") {
+            let server = RedisServer::start();
+            bench("redis", Arc::new(RedisStore::connect(&server.url()).await.unwrap())).await;
+        }
     });
 }

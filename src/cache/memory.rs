@@ -176,13 +176,16 @@ impl Store for MemoryStore {
         let keys: Vec<Arc<str>> = first.iter().filter(|k| rest.iter().all(|s| s.contains(*k))).cloned().collect();
         let now = now_ms();
         let mut count = 0;
+        // Removed entries are dropped after the index lock is released.
+        let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
             match mode {
                 PurgeMode::Hard => {
-                    if self.entries.remove(&key).is_some() {
+                    index.unlink(&key);
+                    if let Some(entry) = self.entries.remove(&key) {
+                        removed.push(entry);
                         count += 1;
                     }
-                    index.unlink(&key);
                 }
                 PurgeMode::Soft => {
                     if let Some(old) = self.entries.get(&key) {
@@ -194,6 +197,8 @@ impl Store for MemoryStore {
                 }
             }
         }
+        drop(index);
+        drop(removed);
         Ok(count)
     }
 
