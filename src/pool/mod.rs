@@ -181,7 +181,7 @@ fn worker(
         };
         let _ = ready.send(Ok(()));
         drop(ready);
-        while let Ok(job) = queue.recv().await {
+        while let Some(job) = next_job(&queue).await {
             if job.reply.is_closed() {
                 continue; // the caller went away while the job was queued
             }
@@ -208,4 +208,20 @@ fn worker(
             }
         }
     });
+}
+
+/// How long a worker that just finished keeps looking for the next job before it parks:
+/// waking a parked thread (an idle vCPU, on a VM) costs tens of microseconds per render.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+async fn next_job(queue: &async_channel::Receiver<Job>) -> Option<Job> {
+    let spin_until = Instant::now() + SPIN;
+    while Instant::now() < spin_until {
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(async_channel::TryRecvError::Closed) => return None,
+            Err(async_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+    queue.recv().await.ok()
 }
