@@ -1,91 +1,107 @@
-//! The Redis store: each entry a hash (`body`, `meta`, `stale_at`, `tags`) under its protocol
-//! key, each tag a set under `mz1:t:<tag>`, the generations one hash `mz1:gen`. Put and purge
-//! are Lua scripts, so each runs atomically on the server: the generation check and the write
-//! cannot interleave with a purge, and several nodes can share one Redis.
+//! The Redis store. Layout, all under the `mz1:` prefix:
 //!
-//! The scripts touch keys they compute, so they need a standalone Redis (or one shard).
+//! - `<key>`: the entry, one string: a 4-byte big-endian metadata length, the metadata JSON,
+//!   the body. One `GET` reads it and one `DEL` frees it.
+//! - `mz1:s:<key>`: the soft-purge mark (`stale_at`, unix ms), same expiry as the entry.
+//! - `mz1:k:<key>`: the entry's tag list (JSON), same expiry as the entry; read only when the
+//!   key is put again, to drop memberships of tags it no longer has.
+//! - `mz1:t:<tag>`: the set of keys carrying a tag; `mz1:gen`: the generations hash.
+//!
+//! Put and purge are Lua scripts, atomic on the server, so several nodes can share one Redis
+//! (standalone or one shard: the scripts touch keys they compute). A hard purge deletes the
+//! matching entries and the purge's own tag sets in batches, without reading any entry; the
+//! entries' memberships in other tag sets go when those keys are put again, or with the sets.
 //! When Redis is unreachable every call fails fast with [`CacheError::Unavailable`]; the
 //! connection manager reconnects on its own when Redis is back.
 
 use super::meta::purge_tags;
 use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, now_ms};
 use super::{CacheError, Meta};
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
 const GENERATIONS: &str = "mz1:gen";
-const TAG_PREFIX: &str = "mz1:t:";
 
-/// KEYS[1] entry, KEYS[2] generations. ARGV: body, meta, ttl ms, tags JSON, stale_at ("" for
-/// none), number of generations, then (context, generation) pairs, then the tag keys.
+fn tag_key(tag: &str) -> String {
+    format!("mz1:t:{tag}")
+}
+
+fn stale_key(key: &str) -> String {
+    format!("mz1:s:{key}")
+}
+
+fn tags_key(key: &str) -> String {
+    format!("mz1:k:{key}")
+}
+
+/// KEYS: entry, generations, stale mark, tag list. ARGV: packed entry, ttl ms, tag list JSON,
+/// stale_at ("" for none), number of generations, (context, generation) pairs, tag keys.
 const PUT: &str = r#"
-local n = tonumber(ARGV[6])
+local n = tonumber(ARGV[5])
 for i = 0, n - 1 do
-  local context = ARGV[7 + 2 * i]
+  local context = ARGV[6 + 2 * i]
   local current = redis.call('HGET', KEYS[2], context) or '0'
-  if current ~= ARGV[8 + 2 * i] then return context end
+  if current ~= ARGV[7 + 2 * i] then return context end
 end
-local old = redis.call('HGET', KEYS[1], 'tags')
+local old = redis.call('GET', KEYS[4])
 if old then
   for _, tag in ipairs(cjson.decode(old)) do redis.call('SREM', tag, KEYS[1]) end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'body', ARGV[1], 'meta', ARGV[2], 'tags', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'stale_at', ARGV[5]) end
-local ttl = tonumber(ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl)
-for i = 7 + 2 * n, #ARGV do
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) else redis.call('DEL', KEYS[3]) end
+for i = 6 + 2 * n, #ARGV do
   redis.call('SADD', ARGV[i], KEYS[1])
   if redis.call('PTTL', ARGV[i]) < ttl then redis.call('PEXPIRE', ARGV[i], ttl) end
 end
 return ''
 "#;
 
-/// KEYS[1] generations. ARGV: context, mode, now ms, then the tag keys to intersect.
-/// Removals are batched (one SREM per tag, one DEL per 500 keys) to keep a purge of
-/// thousands of entries within a few milliseconds.
+/// KEYS: generations. ARGV: context, mode, now ms, then the tag keys to intersect.
 const PURGE: &str = r#"
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 local tags = {}
 for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
 local keys = redis.call('SINTER', unpack(tags))
 local count = 0
-local by_tag = {}
-local doomed = {}
-local function unlink(tag, key)
-  local list = by_tag[tag]
-  if not list then list = {}; by_tag[tag] = list end
-  list[#list + 1] = key
-end
-for _, key in ipairs(keys) do
-  local own = redis.call('HGET', key, 'tags')
-  if own then
-    count = count + 1
-    if ARGV[2] == 'hard' then
-      for _, tag in ipairs(cjson.decode(own)) do unlink(tag, key) end
-      doomed[#doomed + 1] = key
-    else
-      local current = redis.call('HGET', key, 'stale_at')
-      if (not current) or tonumber(current) > tonumber(ARGV[3]) then
-        redis.call('HSET', key, 'stale_at', ARGV[3])
-      end
-    end
-  else
-    for _, tag in ipairs(tags) do unlink(tag, key) end
-  end
-end
-local function in_chunks(command, first, list)
+local function chunks(list, f)
   for i = 1, #list, 500 do
-    local args = {}
-    for j = i, math.min(i + 499, #list) do args[#args + 1] = list[j] end
-    if first then redis.call(command, first, unpack(args)) else redis.call(command, unpack(args)) end
+    local part = {}
+    for j = i, math.min(i + 499, #list) do part[#part + 1] = list[j] end
+    f(part)
   end
 end
-for tag, list in pairs(by_tag) do in_chunks('SREM', tag, list) end
-in_chunks('DEL', nil, doomed)
+if ARGV[2] == 'hard' then
+  chunks(keys, function(part)
+    count = count + redis.call('DEL', unpack(part))
+    local marks = {}
+    for _, key in ipairs(part) do marks[#marks + 1] = 'mz1:s:' .. key end
+    redis.call('DEL', unpack(marks))
+  end)
+  if #tags == 1 then
+    redis.call('DEL', tags[1])
+  else
+    for _, tag in ipairs(tags) do chunks(keys, function(part) redis.call('SREM', tag, unpack(part)) end) end
+  end
+else
+  for _, key in ipairs(keys) do
+    local ttl = redis.call('PTTL', key)
+    if ttl > 0 then
+      count = count + 1
+      local mark = 'mz1:s:' .. key
+      local current = redis.call('GET', mark)
+      if (not current) or tonumber(current) > tonumber(ARGV[3]) then
+        redis.call('SET', mark, ARGV[3], 'PX', ttl)
+      end
+    else
+      for _, tag in ipairs(tags) do redis.call('SREM', tag, key) end
+    end
+  end
+end
 return count
 "#;
 
@@ -100,8 +116,21 @@ fn unavailable(e: impl std::fmt::Display) -> CacheError {
     CacheError::Unavailable { store: "redis", message: e.to_string() }
 }
 
-fn tag_key(tag: &str) -> String {
-    format!("{TAG_PREFIX}{tag}")
+/// The stored form of an entry: metadata length, metadata, body.
+fn pack(meta: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(4 + meta.len() + body.len());
+    packed.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    packed.extend_from_slice(meta);
+    packed.extend_from_slice(body);
+    packed
+}
+
+fn unpack(packed: &[u8]) -> Result<(Meta, &[u8]), String> {
+    let len = packed.get(..4).ok_or("shorter than its header")?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let meta = packed.get(4..4 + len).ok_or("metadata length past the end")?;
+    let meta = serde_json::from_slice(meta).map_err(|e| format!("metadata: {e}"))?;
+    Ok((meta, &packed[4 + len..]))
 }
 
 impl RedisStore {
@@ -125,17 +154,11 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
         let mut conn = self.conn.clone();
-        let (body, meta, stale_at): (Option<Vec<u8>>, Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(key)
-            .arg("body")
-            .arg("meta")
-            .arg("stale_at")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let (Some(body), Some(meta)) = (body, meta) else { return Ok(None) };
-        match serde_json::from_str::<Meta>(&meta) {
-            Ok(mut meta) => {
+        let (packed, stale_at): (Option<Vec<u8>>, Option<u64>) =
+            redis::cmd("MGET").arg(key).arg(stale_key(key)).query_async(&mut conn).await.map_err(unavailable)?;
+        let Some(packed) = packed else { return Ok(None) };
+        match unpack(&packed) {
+            Ok((mut meta, body)) => {
                 meta.stale_at = stale_at;
                 Ok(Some(Arc::new(Entry { body: body.into(), meta })))
             }
@@ -167,14 +190,16 @@ impl Store for RedisStore {
         if ttl == 0 {
             return Ok(PutOutcome::Stored); // already past every window: nothing to keep
         }
+        let key = entry.meta.key.as_str();
         let tags: Vec<String> = entry.meta.tags().iter().map(|t| tag_key(t)).collect();
         let tags_json = serde_json::to_string(&tags).map_err(unavailable)?;
-        let meta = serde_json::to_string(&entry.meta).map_err(unavailable)?;
-        let mut invocation = self.put.key(&entry.meta.key);
+        let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
+        let mut invocation = self.put.key(key);
         invocation
             .key(GENERATIONS)
-            .arg(&entry.body[..])
-            .arg(meta)
+            .key(stale_key(key))
+            .key(tags_key(key))
+            .arg(pack(&meta, &entry.body))
             .arg(ttl)
             .arg(tags_json)
             .arg(entry.meta.stale_at.map_or(String::new(), |s| s.to_string()))
@@ -202,13 +227,30 @@ impl Store for RedisStore {
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
-        let tags: Option<String> = conn.hget(key, "tags").await.map_err(unavailable)?;
+        let tags: Option<String> =
+            redis::cmd("GET").arg(tags_key(key)).query_async(&mut conn).await.map_err(unavailable)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for tag in tags.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()).unwrap_or_default() {
             pipe.srem(tag, key).ignore();
         }
-        pipe.del(key).ignore();
+        pipe.del(key).ignore().del(stale_key(key)).ignore().del(tags_key(key)).ignore();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pack, unpack};
+
+    #[test]
+    fn packs_and_refuses_damaged_values() {
+        let meta = br#"{"v":1,"kind":"data","key":"k","status":200,"headers":[],"created_at":1,"ttl_s":1,"swr_s":0,"sie_s":0,"deps":[],"etag":null,"generation":{}}"#;
+        let packed = pack(meta, b"\x00body\xff");
+        let (m, body) = unpack(&packed).unwrap();
+        assert_eq!((m.key.as_str(), body), ("k", &b"\x00body\xff"[..]));
+        assert!(unpack(b"\x00\x00").is_err());
+        assert!(unpack(b"\x00\x00\x01\x00{}").is_err());
+        assert!(unpack(b"\x00\x00\x00\x02{x").is_err());
     }
 }

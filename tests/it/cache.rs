@@ -114,6 +114,17 @@ pub async fn a_put_replaces_the_entry_and_its_tags(b: Backend) {
     assert_eq!(s.purge("a", &Map::new(), PurgeMode::Hard).await.unwrap(), 0, "the old dependency no longer applies");
     assert_eq!(&*s.get("k").await.unwrap().unwrap().body, b"new");
     assert_eq!(s.purge("b", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
+    // Purged through one of its tags, then put again with other dependencies: the tags it
+    // had before do not reach it any more.
+    let mut first = entry("m", vec![dep("a", json!({"id": 2})), dep("c", json!({}))], b"1");
+    first.meta.generation = s.generations(&["a".to_string(), "c".to_string()]).await.unwrap();
+    put_ok(s, first).await;
+    assert_eq!(s.purge("a", &obj(json!({"id": 2})), PurgeMode::Hard).await.unwrap(), 1);
+    let mut again = entry("m", vec![dep("d", json!({}))], b"2");
+    again.meta.generation = s.generations(&["d".to_string()]).await.unwrap();
+    put_ok(s, again).await;
+    assert_eq!(s.purge("c", &Map::new(), PurgeMode::Hard).await.unwrap(), 0);
+    assert_eq!(&*s.get("m").await.unwrap().unwrap().body, b"2");
 }
 
 pub async fn a_put_from_a_render_that_started_before_a_purge_is_dropped(b: Backend) {
@@ -334,18 +345,16 @@ async fn redis_drops_a_damaged_entry() {
     put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg("bad")
-        .arg("body")
-        .arg("x")
-        .arg("meta")
-        .arg("garbage")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let damaged = b"\x00\x00\x00\x07garbagebody".as_slice();
+    let _: () = redis::cmd("SET").arg("bad").arg(damaged).query_async(&mut raw).await.unwrap();
     assert_eq!(store.get("bad").await.unwrap(), None);
     let exists: bool = redis::cmd("EXISTS").arg("bad").query_async(&mut raw).await.unwrap();
-    assert!(!exists);
+    assert!(!exists, "the damaged entry is removed");
+    // A key of another type under an entry's name reads as a miss, and a put replaces it.
+    let _: () = redis::cmd("HSET").arg("wrong").arg("f").arg("v").query_async(&mut raw).await.unwrap();
+    assert_eq!(store.get("wrong").await.unwrap(), None);
+    put_ok(&store, entry("wrong", vec![dep("c", json!({}))], b"fixed")).await;
+    assert_eq!(&*store.get("wrong").await.unwrap().unwrap().body, b"fixed");
     assert!(store.get("good").await.unwrap().is_some());
 }
 
