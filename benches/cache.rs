@@ -66,7 +66,7 @@ async fn bench(name: &str, store: Arc<dyn Store>) {
     let mut after = Vec::with_capacity(GETS);
     for _ in 0..GETS {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let i = (x >> 33) as usize % ENTRIES;
+        let i = (x >> 33) % ENTRIES;
         let key = format!("mz1:p:{i:064x}");
         let s = Instant::now();
         let got = store.get(&key).await.unwrap();
