@@ -152,7 +152,7 @@ pub struct Node {
     pub stats: NodeStats,
     bundles: HashMap<String, BundleInfo>,
     /// Raw request target -> where it goes (routes without `vary` only).
-    targets: moka::sync::Cache<String, Arc<page::Target>>,
+    targets: moka::sync::Cache<String, Arc<page::Target>, foldhash::quality::RandomState>,
 }
 
 impl Node {
@@ -195,7 +195,7 @@ impl Node {
             clock: Clock::default(),
             stats: NodeStats::default(),
             bundles,
-            targets: moka::sync::Cache::new(100_000),
+            targets: moka::sync::Cache::builder().max_capacity(100_000).build_with_hasher(Default::default()),
         }))
     }
 

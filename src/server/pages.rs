@@ -46,7 +46,10 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         if let Ok(etag) = HeaderValue::try_from(etag) {
             h.insert(header::ETAG, etag);
         }
-        h.insert(header::AGE, HeaderValue::from(served.age_s));
+        h.insert(
+            header::AGE,
+            if served.age_s == 0 { HeaderValue::from_static("0") } else { HeaderValue::from(served.age_s) },
+        );
         if !served.vary.is_empty()
             && let Ok(v) = HeaderValue::try_from(served.vary.join(", "))
         {
