@@ -1,9 +1,48 @@
 //! Helpers for tests and benchmarks that need real components: a `redis-server` on a free
-//! loopback port, started on demand and stopped on drop. A missing `redis-server` panics
-//! with how to install it: a test that needs Redis fails, it never skips.
+//! loopback port, started on demand and stopped on drop, and [`spawn_ready`] for any server
+//! that says in its log when it is ready. A missing program panics with how to install it: a
+//! test that needs Redis fails, it never skips.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Spawns `command` and returns once a line of its stdout satisfies `ready`: no polling, no
+/// sleeping. Its output is drained afterwards so it never blocks on a full pipe. Panics if it
+/// exits first.
+pub fn spawn_ready(mut command: Command, what: &str, ready: impl Fn(&str) -> bool) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e} (run scripts/setup, which installs it)"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if ready(&line) => break,
+            Some(Ok(_)) => {}
+            _ => panic!("{what} exited before it was ready"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Kills a child process (as a crash would) and reaps it.
+pub fn kill(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
 
 /// A running redis-server.
 pub struct RedisServer {
@@ -15,8 +54,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server without persistence on a free port.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { child: None, port };
+        let mut server = Self { child: None, port: free_port() };
         server.spawn();
         server
     }
@@ -27,33 +65,14 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not on PATH: run scripts/setup (apt-get install redis-server)");
-        // Ready when it says so in its log: no polling, no sleeping.
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("Ready to accept connections") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("redis-server on port {} exited before it was ready", self.port),
-            }
-        }
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"]);
+        self.child = Some(spawn_ready(command, "redis-server", |line| line.contains("Ready to accept connections")));
     }
 
     /// Kills the server (as a crash would) and waits until it is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts it again on the same port.

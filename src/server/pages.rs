@@ -25,12 +25,18 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
     let not_modified = served.state != CacheState::Bypass
         && !etag.is_empty()
         && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut builder = Response::builder().status(if not_modified {
+    let body = if head || not_modified {
+        Body::empty()
+    } else {
+        Body::from(axum::body::Bytes::from_owner(ArcBytes(page.body.clone())))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
         StatusCode::from_u16(page.meta.status).unwrap_or(StatusCode::OK)
-    });
-    let h = builder.headers_mut().expect("a fresh builder has headers");
+    };
+    let h = response.headers_mut();
     if !not_modified {
         for (name, value) in &page.meta.headers {
             if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
@@ -56,14 +62,7 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
             h.insert(header::VARY, v);
         }
     }
-    let body = if head || not_modified {
-        Body::empty()
-    } else {
-        Body::from(axum::body::Bytes::from_owner(ArcBytes(page.body.clone())))
-    };
-    builder
-        .body(body)
-        .unwrap_or_else(|_| errors::page(StatusCode::INTERNAL_SERVER_ERROR, "The response could not be built."))
+    response
 }
 
 /// A cached body shared with the cache, sent without a copy.

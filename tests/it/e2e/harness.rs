@@ -5,11 +5,10 @@ use crate::common::root;
 use mizan_render::node::{Node, NodeConfig, StoreConfig};
 use mizan_render::origin::OriginConfig;
 use mizan_render::pool::PoolConfig;
-use mizan_render::testing::RedisServer;
+use mizan_render::testing::{self, RedisServer};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +22,7 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut origin = Self { child: None, port };
+        let mut origin = Self { child: None, port: testing::free_port() };
         origin.spawn();
         origin
     }
@@ -32,25 +30,12 @@ impl Origin {
     fn spawn(&mut self) {
         let python = root().join("fixtures/origin/.venv/bin/python");
         assert!(python.exists(), "{} is missing: run scripts/setup (it installs Django)", python.display());
-        let mut child = Command::new(python)
-            .arg("-u")
-            .arg(root().join("fixtures/origin/manage.py"))
-            .args(["runserver", &format!("127.0.0.1:{}", self.port), "--noreload"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(python);
+        command.arg("-u").arg(root().join("fixtures/origin/manage.py"));
+        command.args(["runserver", &format!("127.0.0.1:{}", self.port), "--noreload"]);
         // Ready when Django says so.
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("Quit the server") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("the Django origin exited before it was ready"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
+        self.child =
+            Some(testing::spawn_ready(command, "the Django origin", |line| line.starts_with("Quit the server")));
     }
 
     pub fn url(&self) -> String {
@@ -59,10 +44,7 @@ impl Origin {
 
     /// Stops it, as an outage would.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        testing::kill(&mut self.child);
     }
 
     async fn call(&self, method: reqwest::Method, path: &str) -> Value {
