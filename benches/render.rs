@@ -66,7 +66,7 @@ fn main() {
 
     // Through the pool: one worker, sequential requests from a multi-thread runtime.
     let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let config = PoolConfig { workers: 1, queue: 1024, max_renders_per_isolate: u64::MAX };
+    let config = PoolConfig { workers: 1, queue: 1024, max_renders_per_isolate: u64::MAX, ..PoolConfig::default() };
     let pool = Pool::start(config, std::slice::from_ref(&bundle)).unwrap();
     let pooled = multi.block_on(async {
         for _ in 0..WARMUP {
@@ -82,7 +82,7 @@ fn main() {
 
     // Throughput: one worker per core, enough requests in flight to keep them busy.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX };
+    let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX, ..PoolConfig::default() };
     let pool = Arc::new(Pool::start(config, std::slice::from_ref(&bundle)).unwrap());
     let input = Arc::new(input);
     let throughput = multi.block_on(async {

@@ -65,6 +65,10 @@ struct NodeArgs {
     /// Renders that may wait for a worker before requests are refused with 503.
     #[arg(long, env = "MIZAN_QUEUE")]
     queue: Option<usize>,
+    /// Longest a render may take, in milliseconds; past it the page fails and the isolate
+    /// is replaced.
+    #[arg(long, env = "MIZAN_RENDER_TIMEOUT_MS", default_value_t = 10_000)]
+    render_timeout_ms: u64,
     /// Origin timeout per request, in milliseconds.
     #[arg(long, env = "MIZAN_ORIGIN_TIMEOUT_MS", default_value_t = 5000)]
     origin_timeout_ms: u64,
@@ -86,6 +90,7 @@ impl NodeArgs {
         if let Some(queue) = self.queue {
             pool.queue = queue;
         }
+        pool.render_timeout = Duration::from_millis(self.render_timeout_ms);
         let store = match self.store {
             StoreConfig::Memory(_) => StoreConfig::Memory(self.memory_mb << 20),
             other => other,

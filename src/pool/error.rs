@@ -51,6 +51,16 @@ pub enum RenderError {
         /// What was wrong.
         message: String,
     },
+    /// The render ran past the pool's render timeout; its isolate was replaced.
+    #[error("bundle \"{bundle}\" page \"{page}\" did not finish within {ms} ms")]
+    Timeout {
+        /// The manifest name of the bundle.
+        bundle: String,
+        /// The page being rendered.
+        page: String,
+        /// The timeout.
+        ms: u64,
+    },
     /// Every worker is busy and the queue is full.
     #[error("render queue is full ({capacity} waiting); retry later")]
     Overloaded {

@@ -62,6 +62,11 @@ impl Isolate {
         Ok(Self { runtime, render_fn, renders: 0 })
     }
 
+    /// A handle another thread can stop this isolate's JavaScript with.
+    pub(crate) fn handle(&mut self) -> v8::IsolateHandle {
+        self.runtime.v8_isolate().thread_safe_handle()
+    }
+
     /// Renders `page` of `bundle`; `input_json` is the ABI input as JSON text
     /// ([`crate::abi::input_json`]).
     pub async fn render(&mut self, bundle: &str, page: &str, input_json: &str) -> Result<Rendered, RenderError> {

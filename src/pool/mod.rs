@@ -9,6 +9,7 @@
 mod error;
 mod isolate;
 pub mod snapshot;
+mod watchdog;
 
 pub use error::RenderError;
 pub use snapshot::BundleSource;
@@ -32,12 +33,20 @@ pub struct PoolConfig {
     pub queue: usize,
     /// Renders after which an isolate is replaced by a fresh one from the snapshot.
     pub max_renders_per_isolate: u64,
+    /// Longest a render may take, waiting or computing; past it the render fails with
+    /// [`RenderError::Timeout`] and the isolate is replaced. Default: 10 s.
+    pub render_timeout: std::time::Duration,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { workers, queue: 64 * workers, max_renders_per_isolate: 10_000 }
+        Self {
+            workers,
+            queue: 64 * workers,
+            max_renders_per_isolate: 10_000,
+            render_timeout: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -66,6 +75,7 @@ pub struct Pool {
     capacity: usize,
     workers: Vec<JoinHandle<()>>,
     stats: Arc<PoolStats>,
+    watchdog: watchdog::Watchdog,
 }
 
 impl Pool {
@@ -85,13 +95,19 @@ impl Pool {
         let (tx, rx) = async_channel::bounded::<Job>(capacity);
         let stats = Arc::new(PoolStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let watchdog = watchdog::Watchdog::start(workers).map_err(|e| RenderError::Setup(e.to_string()))?;
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
+            let limits = Limits {
+                max_renders: config.max_renders_per_isolate.max(1),
+                timeout: config.render_timeout,
+                watch: watchdog.tx.clone(),
+                fired: watchdog.fired.clone(),
+            };
             let (rx, ready, stats) = (rx.clone(), ready_tx.clone(), stats.clone());
-            let max_renders = config.max_renders_per_isolate.max(1);
             let handle = std::thread::Builder::new()
                 .name(format!("mizan-render-{index}"))
-                .spawn(move || worker(index, snapshot, rx, ready, stats, max_renders))
+                .spawn(move || worker(index, snapshot, rx, ready, stats, limits))
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
             handles.push(handle);
         }
@@ -102,6 +118,7 @@ impl Pool {
             capacity,
             workers: handles,
             stats,
+            watchdog,
         };
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -153,7 +170,16 @@ impl Drop for Pool {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
+        self.watchdog.stop();
     }
+}
+
+/// What bounds one worker's renders.
+struct Limits {
+    max_renders: u64,
+    timeout: std::time::Duration,
+    watch: std::sync::mpsc::Sender<watchdog::Watch>,
+    fired: Arc<[AtomicU64]>,
 }
 
 fn worker(
@@ -162,7 +188,7 @@ fn worker(
     queue: async_channel::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), RenderError>>,
     stats: Arc<PoolStats>,
-    max_renders: u64,
+    limits: Limits,
 ) {
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(tokio) => tokio,
@@ -181,12 +207,35 @@ fn worker(
         };
         let _ = ready.send(Ok(()));
         drop(ready);
+        let mut seq = 0u64;
         while let Some(job) = next_job(&queue).await {
             if job.reply.is_closed() {
                 continue; // the caller went away while the job was queued
             }
-            let result = isolate.render(&job.bundle, &job.page, &job.input).await;
-            let recycle = result.is_err() || isolate.renders >= max_renders;
+            seq += 1;
+            let armed = watchdog::Watch::Arm {
+                worker: index,
+                seq,
+                deadline: watchdog::deadline(limits.timeout),
+                handle: isolate.handle(),
+            };
+            let _ = limits.watch.send(armed);
+            let render = isolate.render(&job.bundle, &job.page, &job.input);
+            let outcome = tokio::time::timeout(limits.timeout, render).await;
+            let _ = limits.watch.send(watchdog::Watch::Disarm { worker: index, seq });
+            let terminated = limits.fired[index].load(Ordering::SeqCst) == seq;
+            let timeout = || RenderError::Timeout {
+                bundle: job.bundle.to_string(),
+                page: job.page.clone(),
+                ms: limits.timeout.as_millis() as u64,
+            };
+            let result = match outcome {
+                Err(_) => Err(timeout()),
+                Ok(Err(_)) if terminated => Err(timeout()),
+                Ok(result) => result,
+            };
+            // A terminated isolate may still be terminating: never reuse it.
+            let recycle = result.is_err() || terminated || isolate.renders >= limits.max_renders;
             match &result {
                 Ok(_) => stats.rendered.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {

@@ -57,6 +57,9 @@ pub fn for_page(error: &PageError) -> Response {
             tracing::warn!(error = %error, "page refused");
             return r;
         }
+        PageError::Render(RenderError::Timeout { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page took too long to render.".to_string())
+        }
         PageError::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The page failed to render.".to_string()),
     };
     if status.is_server_error() {

@@ -32,7 +32,7 @@ pub fn test_bundle(name: &str) -> BundleSource {
 
 /// A pool of `workers` isolates holding `bundles`.
 pub fn pool(workers: usize, bundles: &[BundleSource]) -> Pool {
-    Pool::start(PoolConfig { workers, queue: 256, max_renders_per_isolate: 10_000 }, bundles).expect("pool starts")
+    Pool::start(PoolConfig { workers, queue: 256, ..PoolConfig::default() }, bundles).expect("pool starts")
 }
 
 /// The fixture catalogue (`fixtures/data/products.json`).

@@ -118,3 +118,20 @@ fn a_bundle_that_fails_to_load_stops_the_pool_from_starting_with_its_stack() {
         "bundle \"no_render\" failed to load: TypeError: bundle \"no_render\": default export has no render(input) function"
     );
 }
+
+#[tokio::test]
+async fn a_render_past_its_deadline_fails_and_the_pool_keeps_working() {
+    let config =
+        PoolConfig { workers: 1, render_timeout: std::time::Duration::from_millis(200), ..PoolConfig::default() };
+    let pool = Pool::start(config, &[test_bundle("faulty")]).unwrap();
+    // Stuck computing: only the watchdog can stop it.
+    let err = pool.render("faulty", "spin", &input("/")).await.unwrap_err();
+    assert!(matches!(err, RenderError::Timeout { ms: 200, .. }), "{err:?}");
+    assert_eq!(err.to_string(), r#"bundle "faulty" page "spin" did not finish within 200 ms"#);
+    // Stuck waiting: the worker's own timeout.
+    let err = pool.render("faulty", "sleeps", &input("/")).await.unwrap_err();
+    assert!(matches!(err, RenderError::Timeout { .. }), "{err:?}");
+    let out = pool.render("faulty", "ok", &input("/after")).await.unwrap();
+    assert_eq!(out.html, "<p>ok /after</p>");
+    assert_eq!(pool.stats().recycled.load(Ordering::Relaxed), 2);
+}

@@ -151,7 +151,7 @@ impl Harness {
             manifest: root().join("fixtures/manifests/react.json"),
             origin: OriginConfig { base: origin.url(), timeout: origin_timeout, max_body: 8 << 20 },
             store,
-            pool: PoolConfig { workers: 2, queue: 256, max_renders_per_isolate: 10_000 },
+            pool: PoolConfig { workers: 2, queue: 256, ..PoolConfig::default() },
             secret: SECRET.as_bytes().to_vec(),
             dev: false,
         };
