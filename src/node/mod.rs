@@ -151,8 +151,10 @@ pub struct Node {
     /// Counters.
     pub stats: NodeStats,
     bundles: HashMap<String, BundleInfo>,
-    /// Raw request target -> where it goes (routes without `vary` only).
-    targets: moka::sync::Cache<String, Arc<page::Target>, foldhash::quality::RandomState>,
+    /// Raw request target -> where it goes (routes without `vary` only). A lock-free map:
+    /// the hit path reads it on every request, and it needs no recency bookkeeping, only a
+    /// bound ([`page::MAX_TARGETS`]), past which it starts over.
+    targets: papaya::HashMap<String, Arc<page::Target>, foldhash::quality::RandomState>,
 }
 
 impl Node {
@@ -195,7 +197,7 @@ impl Node {
             clock: Clock::default(),
             stats: NodeStats::default(),
             bundles,
-            targets: moka::sync::Cache::builder().max_capacity(100_000).build_with_hasher(Default::default()),
+            targets: papaya::HashMap::with_hasher(Default::default()),
         }))
     }
 

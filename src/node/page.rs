@@ -105,6 +105,9 @@ pub struct Target {
     no_store: bool,
 }
 
+/// Bound of the request-target memo.
+pub const MAX_TARGETS: usize = 100_000;
+
 /// Cookie and Authorization, forwarded to the origin for no-store pages only.
 const CREDENTIALS: [&str; 2] = ["cookie", "authorization"];
 
@@ -125,8 +128,8 @@ impl Node {
             joined = format!("{}?{}", request.path, request.query);
             &joined
         };
-        if let Some(target) = self.targets.get(raw) {
-            return Ok(target);
+        if let Some(target) = self.targets.pin().get(raw) {
+            return Ok(target.clone());
         }
         let bad = || Arc::new(PageError::from(RouteError::BadUrl("malformed path")));
         let path = normalize_path(request.path).map_err(|_| bad())?;
@@ -152,7 +155,11 @@ impl Node {
         };
         let target = Arc::new(Target { key, url, matched, vary, no_store });
         if target.vary.is_empty() {
-            self.targets.insert(raw.to_string(), target.clone());
+            let targets = self.targets.pin();
+            if targets.len() >= MAX_TARGETS {
+                targets.clear(); // hostile or endless URLs cannot grow it without bound
+            }
+            targets.insert(raw.to_string(), target.clone());
         }
         Ok(target)
     }
