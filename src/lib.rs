@@ -1,19 +1,30 @@
 //! # mizan-render
 //!
 //! A self-hosted Mizan render node: framework SSR bundles (React today; Vue and Svelte next)
-//! rendered in a pool of V8 isolates embedded with `deno_core`.
+//! rendered in a pool of V8 isolates embedded with `deno_core`, served by axum, cached under
+//! the Mizan cache protocol (docs/protocol.md).
 //!
 //! # Layout
-//! - [`abi`]: the bundle ABI, the input a bundle's `render(input)` gets and what it returns.
+//! - [`server`]: the HTTP face (pages, reverse proxy, purge, health); the only layer that
+//!   turns errors into responses.
+//! - [`node`]: the page pipeline: route, page key, cache lookup and freshness, coalesced
+//!   flights, dependencies, render, store.
+//! - [`origin`]: typed context data from the Django origin, schema-checked; proxy headers.
+//! - [`cache`]: keys, metadata and freshness, purge by tag with generations,
+//!   `X-Mizan-Invalidate`, signatures, and the memory, SQLite and Redis stores.
+//! - [`pool`]: render threads, each owning an isolate restored from the start-up snapshot,
+//!   behind a bounded queue, with per-render deadlines.
 //! - [`js`]: the `mizan_runtime` extension (Workers-compatible globals from deno_web, the
-//!   bootstrap in `runtime-js/`) and the build-time base snapshot that holds it.
-//! - [`pool`]: render threads, each owning an isolate restored from the app snapshot (base
-//!   snapshot plus the manifest's bundles), behind a bounded queue.
+//!   bootstrap in `runtime-js/`), its sources embedded in the binary.
+//! - [`abi`]: the bundle ABI: what `render(input)` gets and returns.
 //! - [`manifest`]: the edge manifest, validated at load, and its route matcher.
+//! - [`oneshot`], [`prerender`]: the `render` and `prerender` commands.
+//! - [`testing`]: real components for tests and benchmarks (a redis-server).
 //!
 //! # Request flow
-//! route match (manifest) -> page input (params, query, prefetched data) ->
-//! `pool.render(bundle, page, input)` -> `{ status, headers, html }`.
+//! route match (manifest) -> page key -> cache lookup -> (miss) coalesced flight:
+//! generations -> dependencies (data cache, else origin) -> `pool.render(bundle, page, input)`
+//! -> store (unless a purge moved on) -> respond.
 
 pub mod abi;
 pub mod cache;
