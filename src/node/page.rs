@@ -90,7 +90,7 @@ impl PageRequest<'_> {
     }
 }
 
-/// Where a request goes, memoised per raw target ([`Node::target`]).
+/// Where a request goes, memoised per raw request target.
 #[derive(Debug)]
 pub struct Target {
     /// The page key (empty for no-store pages, which have none).
