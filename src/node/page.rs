@@ -259,6 +259,7 @@ impl Node {
         };
         let (page, storable_lifetimes) =
             self.render(key, &target.url, target.matched.clone(), generations, Vec::new()).await.map_err(Arc::new)?;
+        let page = shareable(page);
         if !storable_lifetimes || !storable(page.meta.status) {
             return Ok(page);
         }
@@ -400,4 +401,16 @@ impl Node {
         }
         Ok((fetched.answer, fetched.directives))
     }
+}
+
+/// A page a flight hands to every request coalesced on it, and to the cache: without
+/// `Set-Cookie`, which belongs to one visitor and never to a shared page.
+fn shareable(page: Arc<Entry>) -> Arc<Entry> {
+    if !page.meta.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("set-cookie")) {
+        return page;
+    }
+    tracing::warn!(key = %page.meta.key, "a shared page set a cookie; Set-Cookie dropped (cookies belong on cache: false pages)");
+    let mut page = (*page).clone();
+    page.meta.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("set-cookie"));
+    Arc::new(page)
 }

@@ -22,6 +22,10 @@ async fn renders_a_product_detail_page_with_escaped_text() {
     let (bundle, page, input) = react_page("/products/7");
     let out = pool.render(&bundle, &page, &input).await.unwrap();
     assert_eq!(out.status, 200);
+    assert!(
+        out.headers.contains(&("set-cookie".to_string(), "last_viewed=7; Path=/".to_string())),
+        "page headers reach the node"
+    );
     assert!(out.html.contains("<h1>Café &lt;Crème&gt; &amp; &quot;Friends&quot; 7</h1>"), "{}", out.html);
     assert!(out.html.contains("<title>Café &lt;Crème&gt; &amp; &quot;Friends&quot; 7</title>"));
     assert!(out.html.contains("€154.75"));

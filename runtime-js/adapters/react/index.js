@@ -35,7 +35,8 @@ async function streamToString(stream) {
 
 /**
  * A bundle's default export. `pages` maps the manifest's page names to
- * `{ component, title(input, store) }`.
+ * `{ component, title(input, store), headers(input, store) }`; `headers` (optional) returns
+ * extra `[name, value]` pairs. The node drops `Set-Cookie` from pages it shares or caches.
  */
 export function createServerRenderer({ pages }) {
   return {
@@ -60,9 +61,10 @@ export function createServerRenderer({ pages }) {
       const body = await streamToString(stream);
       if (renderError !== null) throw renderError;
       const title = page.title ? page.title(input, store) : input.page;
+      const extra = page.headers ? page.headers(input, store) : [];
       return {
         status: store.status(),
-        headers: [["content-type", "text/html; charset=utf-8"]],
+        headers: [["content-type", "text/html; charset=utf-8"], ...extra],
         html: htmlDocument({ title, body, store }),
       };
     },

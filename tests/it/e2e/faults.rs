@@ -185,3 +185,18 @@ async fn prerender_warms_every_enumerable_page() {
     assert_eq!(h.get("/products/20").await.cache(), "HIT");
     assert_eq!(h.get("/products").await.cache(), "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_pages_never_carry_a_visitors_cookie() {
+    let h = Harness::start(Backend::Memory).await;
+    let miss = h.get("/products/12").await;
+    assert_eq!(
+        (miss.cache(), miss.headers.get("set-cookie")),
+        ("MISS", None),
+        "the bundle set one; the node dropped it"
+    );
+    let hit = h.get("/products/12").await;
+    assert_eq!((hit.cache(), hit.headers.get("set-cookie")), ("HIT", None));
+    let cart = h.get_with("/cart", &[("cookie", "user=u1")]).await;
+    assert_eq!((cart.cache(), cart.header("set-cookie")), ("BYPASS", "cart_seen=1; Path=/; HttpOnly"));
+}
