@@ -220,7 +220,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
             let url = format!("http://{}", listener.local_addr()?);
             tracing::info!(%url, manifest = %manifest.display(), %origin, ?store, workers = node.pool.workers(), "serving");
-            eprintln!("mizan-render serving {url} (open {url}/products)");
+            println!("mizan-render serving {url} (open {url}/products)");
             let app = mizan_render::server::app(node).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {

@@ -65,3 +65,46 @@ fn render_prints_the_page() {
     assert_eq!(page["status"], 404);
     assert!(page["html"].as_str().unwrap().contains("Product not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_node_from_its_flags() {
+    let origin = crate::e2e::harness::Origin::start();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mizan-render"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
+    command.arg(root().join("fixtures/manifests/react.json"));
+    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = url.clone();
+    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
+        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
+        if let Some(found) = found {
+            *seen.lock().unwrap() = found.to_string();
+        }
+        found.is_some()
+    });
+    let url = url.lock().unwrap().clone();
+    let first = reqwest::get(format!("{url}/products/5")).await.unwrap();
+    assert_eq!(first.headers()["x-mizan-cache"], "MISS");
+    let second = reqwest::get(format!("{url}/products/5")).await.unwrap();
+    assert_eq!(second.headers()["x-mizan-cache"], "HIT");
+    let health: Value = reqwest::get(format!("{url}/_mizan/health")).await.unwrap().json().await.unwrap();
+    assert_eq!((health["store"].as_str(), health["workers"].as_u64()), (Some("memory"), Some(1)));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn serve_refuses_a_bad_manifest_with_its_path() {
+    let dir = crate::common::scratch("bad-manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("m.json");
+    std::fs::write(&manifest, r#"{"version": 1, "site": "s", "contexts": {}, "bundles": {}, "routes": []}"#).unwrap();
+    let out = cli()
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", crate::e2e::harness::SECRET, "--manifest"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("m.json: bundles: at least one bundle is required"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 //! coalescing, no-store pages, and a purge racing a slow render.
 
 mod faults;
-mod harness;
+pub mod harness;
 
 use harness::{Backend, Harness, price};
 use std::time::Duration;
