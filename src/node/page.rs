@@ -105,6 +105,9 @@ pub struct Target {
     no_store: bool,
 }
 
+/// Longest lifetime (ttl, swr or sie) a page or data entry gets: one year.
+pub const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
+
 /// Bound of the request-target memo.
 pub const MAX_TARGETS: usize = 100_000;
 
@@ -219,7 +222,13 @@ impl Node {
                 }
                 Freshness::StaleWhileRevalidate => {
                     let (node, flight) = (self.clone(), target.clone());
-                    self.flights.spawn(key, move || async move { node.render_and_store(flight).await });
+                    self.flights.spawn(key, move || async move {
+                        let outcome = node.render_and_store(flight).await;
+                        if let Err(error) = &outcome {
+                            tracing::warn!(%error, "background re-render failed; the stale page stays");
+                        }
+                        outcome
+                    });
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     return Ok(Served { page, state: CacheState::Stale, age_s: age(&entry.meta), vary });
                 }
@@ -297,7 +306,14 @@ impl Node {
             query: matched.query.clone(),
             ..PageInput::default()
         };
-        let mut lifetimes = Some((u64::MAX, u64::MAX, u64::MAX));
+        // A page's lifetimes are the minimum over its dependencies; one without any keeps the
+        // manifest's defaults. Bounded to a year, so no store's expiry arithmetic overflows.
+        let mut lifetimes = Some(if matched.deps.is_empty() {
+            let d = CacheTimes::default();
+            (d.ttl, d.swr, d.sie)
+        } else {
+            (MAX_LIFETIME_S, MAX_LIFETIME_S, MAX_LIFETIME_S)
+        });
         for ((context, params), answer) in matched.deps.iter().zip(answers) {
             let (answer, directives) = answer?;
             lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
@@ -376,7 +392,7 @@ impl Node {
         if let (true, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
             (cacheable && !fetched.directives.no_store, &fetched.answer, policy, generations)
         {
-            let ttl = fetched.directives.max_age.map_or(times.ttl, |m| m.min(times.ttl));
+            let ttl = fetched.directives.max_age.map_or(times.ttl, |m| m.min(times.ttl)).min(MAX_LIFETIME_S);
             let meta = Meta {
                 v: 1,
                 kind: Kind::Data,
@@ -385,8 +401,8 @@ impl Node {
                 headers: vec![("content-type".into(), "application/json".into())],
                 created_at: self.clock.now(),
                 ttl_s: ttl,
-                swr_s: fetched.directives.swr.map_or(times.swr, |m| m.min(times.swr)),
-                sie_s: times.sie,
+                swr_s: fetched.directives.swr.map_or(times.swr, |m| m.min(times.swr)).min(MAX_LIFETIME_S),
+                sie_s: times.sie.min(MAX_LIFETIME_S),
                 deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
                 etag: None,
                 generation: BTreeMap::from([(context.to_string(), generations.get(context).copied().unwrap_or(0))]),

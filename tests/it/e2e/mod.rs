@@ -137,6 +137,16 @@ pub async fn a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache(
     assert_eq!(h.get("/products/5").await.cache(), "HIT");
 }
 
+pub async fn a_page_without_data_is_cached_with_default_lifetimes(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let first = h.get("/about").await;
+    assert_eq!((first.status, first.cache()), (200, "MISS"));
+    assert!(first.body.contains("<h1>About</h1>"));
+    assert_eq!(h.get("/about").await.cache(), "HIT");
+    h.node.clock.advance(Duration::from_secs(61)); // past the default ttl of 60 s, no swr
+    assert_eq!(h.get("/about").await.cache(), "MISS");
+}
+
 macro_rules! on_every_store {
     ($($test:ident),* $(,)?) => {
         mod on_memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Memory).await } )* }
@@ -152,4 +162,5 @@ on_every_store!(
     concurrent_misses_make_one_origin_call_and_one_render,
     no_store_pages_are_never_cached_nor_shared_between_users,
     a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache,
+    a_page_without_data_is_cached_with_default_lifetimes,
 );
