@@ -157,10 +157,13 @@ impl Store for RedisStore {
         let (packed, stale_at): (Option<Vec<u8>>, Option<u64>) =
             redis::cmd("MGET").arg(key).arg(stale_key(key)).query_async(&mut conn).await.map_err(unavailable)?;
         let Some(packed) = packed else { return Ok(None) };
+        let packed = bytes::Bytes::from(packed);
         match unpack(&packed) {
             Ok((mut meta, body)) => {
                 meta.stale_at = stale_at;
-                Ok(Some(Arc::new(Entry { body: body.into(), meta })))
+                // The body is the tail of the value: share it, no copy.
+                let body = packed.slice(packed.len() - body.len()..);
+                Ok(Some(Arc::new(Entry { body, meta })))
             }
             Err(e) => {
                 tracing::warn!(store = "redis", %key, error = %e, "damaged entry removed");

@@ -19,8 +19,8 @@ pub type Generations = BTreeMap<String, u64>;
 /// A cached response: body and metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// The response body, any bytes.
-    pub body: Arc<[u8]>,
+    /// The response body, any bytes; cloning it shares, never copies.
+    pub body: bytes::Bytes,
     /// Its metadata; `meta.key` is the entry's key.
     pub meta: Meta,
 }

@@ -334,7 +334,7 @@ impl Node {
             }
         }
         let rendered = self.pool.render(&route.bundle, &route.page, &input).await?;
-        let body: Arc<[u8]> = rendered.html.into_bytes().into();
+        let body = bytes::Bytes::from(rendered.html.into_bytes());
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
         let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
         let bundle = self.bundles.get(&route.bundle);
@@ -410,7 +410,7 @@ impl Node {
                 stale_at: None,
                 extra: Map::new(),
             };
-            let body: Arc<[u8]> = serde_json::to_vec(data).unwrap_or_default().into();
+            let body = bytes::Bytes::from(serde_json::to_vec(data).unwrap_or_default());
             if let Err(e) = self.store.put(Entry { body, meta }).await {
                 self.store_failed("put", &e);
             }

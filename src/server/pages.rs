@@ -25,11 +25,7 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
     let not_modified = served.state != CacheState::Bypass
         && !etag.is_empty()
         && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let body = if head || not_modified {
-        Body::empty()
-    } else {
-        Body::from(axum::body::Bytes::from_owner(ArcBytes(page.body.clone())))
-    };
+    let body = if head || not_modified { Body::empty() } else { Body::from(page.body.clone()) };
     let mut response = Response::new(body);
     *response.status_mut() = if not_modified {
         StatusCode::NOT_MODIFIED
@@ -63,13 +59,4 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         }
     }
     response
-}
-
-/// A cached body shared with the cache, sent without a copy.
-struct ArcBytes(Arc<[u8]>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
 }

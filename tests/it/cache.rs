@@ -49,7 +49,7 @@ fn entry(key: &str, deps: Vec<Dependency>, body: &[u8]) -> Entry {
         "deps": deps, "etag": "\"e1\"", "generation": generation, "x_future": [1, 2]
     }))
     .unwrap();
-    Entry { body: body.into(), meta }
+    Entry { body: bytes::Bytes::copy_from_slice(body), meta }
 }
 
 async fn put_ok(store: &dyn Store, e: Entry) {
