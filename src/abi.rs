@@ -23,6 +23,9 @@ pub struct PageInput {
     pub data: Vec<DependencyData>,
     /// Errors the origin answered for a dependency; the page renders its `DjangoError` state.
     pub errors: Vec<DependencyError>,
+    /// URLs of the bundle's assets the page references, e.g. `{"client": "/_mizan/assets/..."}`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub assets: Map<String, Value>,
 }
 
 /// One prefetched dependency: `useMizan(context, params)` returns `data`.

@@ -143,6 +143,10 @@ pub struct Bundle {
     pub framework: Framework,
     /// The ES module file, relative to the manifest.
     pub file: PathBuf,
+    /// The client bundle that hydrates its pages (a classic script), relative to the manifest.
+    /// The node serves it under `/_mizan/assets/` by its content hash.
+    #[serde(default)]
+    pub client: Option<PathBuf>,
 }
 
 /// Frameworks with a Mizan wrapper layer.

@@ -15,6 +15,7 @@ use crate::origin::{Origin, OriginConfig};
 use crate::pool::{BundleSource, Pool, PoolConfig, RenderError};
 use coalesce::Coalescer;
 use page::PageOutcome;
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -127,6 +128,17 @@ pub struct BundleInfo {
     pub framework: String,
     /// Hex SHA-256.
     pub hash: String,
+    /// Where its client bundle is served, if it has one.
+    pub client_url: Option<String>,
+}
+
+/// A static asset the node serves (client bundles), immutable under its content hash.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    /// The bytes.
+    pub body: bytes::Bytes,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
 }
 
 /// The render node.
@@ -151,6 +163,8 @@ pub struct Node {
     /// Counters.
     pub stats: NodeStats,
     bundles: HashMap<String, BundleInfo>,
+    /// Static assets by URL path.
+    pub assets: HashMap<String, Asset>,
     /// Raw request target -> where it goes (routes without `vary` only). A lock-free map:
     /// the hit path reads it on every request, and it needs no recency bookkeeping, only a
     /// bound ([`page::MAX_TARGETS`]), past which it starts over.
@@ -165,14 +179,29 @@ impl Node {
         let router = Router::new(&manifest).expect("a loaded manifest has a valid router");
         let mut sources = Vec::new();
         let mut bundles = HashMap::new();
+        let mut assets = HashMap::new();
         for (name, bundle) in &manifest.bundles {
             let path = manifest.bundle_path(name).expect("bundle names come from the manifest");
             let source = BundleSource::read(name, &path)?;
             let framework = serde_json::to_value(bundle.framework).ok().and_then(|v| v.as_str().map(str::to_string));
-            bundles.insert(
-                name.clone(),
-                BundleInfo { framework: framework.unwrap_or_default(), hash: source.hash.clone() },
-            );
+            let client_url = match &bundle.client {
+                None => None,
+                Some(file) => {
+                    let path = manifest.base_dir.join(file);
+                    let body = std::fs::read(&path).map_err(|source| RenderError::BundleRead {
+                        bundle: format!("{name} (client)"),
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let hash = hex::encode(sha2::Sha256::digest(&body));
+                    let url = format!("/_mizan/assets/{name}/client.{}.js", &hash[..16]);
+                    let asset = Asset { body: body.into(), content_type: "text/javascript; charset=utf-8" };
+                    assets.insert(url.clone(), asset);
+                    Some(url)
+                }
+            };
+            let info = BundleInfo { framework: framework.unwrap_or_default(), hash: source.hash.clone(), client_url };
+            bundles.insert(name.clone(), info);
             sources.push(source);
         }
         let pool_config = config.pool.clone();
@@ -197,6 +226,7 @@ impl Node {
             clock: Clock::default(),
             stats: NodeStats::default(),
             bundles,
+            assets,
             targets: papaya::HashMap::with_hasher(Default::default()),
         }))
     }

@@ -306,6 +306,9 @@ impl Node {
             query: matched.query.clone(),
             ..PageInput::default()
         };
+        if let Some(client) = self.bundles.get(&route.bundle).and_then(|b| b.client_url.clone()) {
+            input.assets.insert("client".into(), Value::String(client));
+        }
         // A page's lifetimes are the minimum over its dependencies; one without any keeps the
         // manifest's defaults. Bounded to a year, so no store's expiry arithmetic overflows.
         let mut lifetimes = Some(if matched.deps.is_empty() {

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 pub fn app(node: Arc<Node>) -> Router {
     Router::new()
         .route("/_mizan/health", get(health))
+        .route("/_mizan/assets/{*path}", get(asset))
         .route("/_mizan/purge", post(purge).layer(DefaultBodyLimit::max(64 * 1024)))
         .fallback(any(dispatch))
         .with_state(node)
@@ -61,6 +62,21 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         "purged": s.purged.load(Ordering::Relaxed),
     }))
     .into_response()
+}
+
+/// A client bundle: named by its content hash, so cacheable for ever.
+async fn asset(State(node): State<Arc<Node>>, uri: axum::http::Uri) -> Response {
+    match node.assets.get(uri.path()) {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            asset.body.clone(),
+        )
+            .into_response(),
+        None => errors::page(StatusCode::NOT_FOUND, "There is no asset at this address."),
+    }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {

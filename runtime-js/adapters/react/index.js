@@ -2,29 +2,14 @@
 // `createServerRenderer`, which turns a map of page components into a bundle that follows
 // the render ABI (`export default { render(input) }`, see docs/bundle-abi.md). The same
 // bundle runs in mizan-render's isolates, in Node and in workerd.
-import { createContext, createElement, useContext } from "react";
+import { createElement } from "react";
 import { renderToReadableStream } from "react-dom/server.edge";
-import { DjangoError, MizanStore, htmlDocument } from "../shared/mizan.js";
+import { DjangoError, MizanStore, htmlDocument, hydrationPayload } from "../shared/mizan.js";
+import { MizanContext, useMizan } from "./context.js";
 
 export { DjangoError };
 
-const StoreContext = createContext(null);
-
-/** Provides the page's prefetched data to every `useMizan` below it. */
-export function MizanContext({ store, children }) {
-  return createElement(StoreContext.Provider, { value: store }, children);
-}
-
-/**
- * Reads a context's data for `params`: `{ data, error }`, where `error` is a `DjangoError`
- * when the origin answered one (404, 403, ...). During SSR the data was fetched before the
- * render, so this never suspends.
- */
-export function useMizan(context, params = {}) {
-  const store = useContext(StoreContext);
-  if (store === null) throw new Error("useMizan() must be called inside <MizanContext>");
-  return store.read(context, params);
-}
+export { MizanContext, useMizan };
 
 async function streamToString(stream) {
   const decoder = new TextDecoder();
@@ -65,7 +50,7 @@ export function createServerRenderer({ pages }) {
       return {
         status: store.status(),
         headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-        html: htmlDocument({ title, body, store }),
+        html: htmlDocument({ title, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
       };
     },
   };

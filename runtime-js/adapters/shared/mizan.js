@@ -51,6 +51,14 @@ export class MizanStore {
     }
   }
 
+  /** The store a page was rendered with, from its hydration payload. */
+  static fromPayload(payload) {
+    const store = new MizanStore({});
+    for (const { key, data } of payload.data ?? []) store.data.set(key, data);
+    for (const { key, error } of payload.errors ?? []) store.errors.set(key, new DjangoError(error));
+    return store;
+  }
+
   /** `{ data, error }` for a dependency the route prefetched; throws for one it did not. */
   read(context, params) {
     const key = dependencyKey(context, params);
@@ -103,13 +111,30 @@ export function escapeHtml(text) {
 /** The element id of the hydration payload. */
 export const DATA_ELEMENT_ID = "__mizan_data";
 
-/** The whole HTML document around a rendered page body. */
-export function htmlDocument({ title, body, store, lang = "en" }) {
+/**
+ * The hydration payload: what the client needs to render the same tree again: the page, its
+ * props, and the data it read.
+ */
+export function hydrationPayload(input, store) {
+  return { page: input.page, url: input.url, params: input.params, query: input.query, ...store.toJSON() };
+}
+
+/** Reads the hydration payload out of the document. */
+export function readPayload(document) {
+  return JSON.parse(document.getElementById(DATA_ELEMENT_ID).textContent);
+}
+
+/**
+ * The whole HTML document around a rendered page body; `client` is the URL of the client
+ * bundle that hydrates it (the node passes it as `input.assets.client`), if there is one.
+ */
+export function htmlDocument({ title, body, payload, client, lang = "en" }) {
+  const script = client ? `<script defer src="${escapeHtml(client)}"></script>` : "";
   return (
     `<!DOCTYPE html><html lang="${escapeHtml(lang)}"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1">` +
-    `<title>${escapeHtml(title)}</title></head><body><div id="root">${body}</div>` +
-    `<script type="application/json" id="${DATA_ELEMENT_ID}">${scriptSafeJson(store)}</script>` +
+    `<title>${escapeHtml(title)}</title>${script}</head><body><div id="root">${body}</div>` +
+    `<script type="application/json" id="${DATA_ELEMENT_ID}">${scriptSafeJson(payload)}</script>` +
     `</body></html>`
   );
 }

@@ -4,6 +4,7 @@
 
 mod faults;
 pub mod harness;
+mod hydrate;
 
 use harness::{Backend, Harness, price};
 use std::time::Duration;
