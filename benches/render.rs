@@ -37,7 +37,7 @@ fn main() {
     tokio.block_on(async {
         for _ in 0..50 {
             let t = Instant::now();
-            let isolate = Isolate::new(app_snapshot).unwrap();
+            let isolate = Isolate::new(app_snapshot, 256 << 20).unwrap();
             create.push(ms(t));
             drop(isolate);
         }
@@ -45,7 +45,7 @@ fn main() {
 
     // Pure render: one isolate on this thread, the same JSON input, no queue or thread hop.
     let pure = tokio.block_on(async {
-        let mut isolate = Isolate::new(app_snapshot).unwrap();
+        let mut isolate = Isolate::new(app_snapshot, 256 << 20).unwrap();
         let mut html_len = 0;
         for _ in 0..WARMUP {
             html_len = isolate.render(&name, &page, &json).await.unwrap().html.len();

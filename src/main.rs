@@ -69,6 +69,10 @@ struct NodeArgs {
     /// is replaced.
     #[arg(long, env = "MIZAN_RENDER_TIMEOUT_MS", default_value_t = 10_000)]
     render_timeout_ms: u64,
+    /// JS heap of each render isolate, in MiB; a render that needs more fails and the isolate
+    /// is replaced.
+    #[arg(long, env = "MIZAN_MAX_HEAP_MB", default_value_t = 256)]
+    max_heap_mb: usize,
     /// Origin timeout per request, in milliseconds.
     #[arg(long, env = "MIZAN_ORIGIN_TIMEOUT_MS", default_value_t = 5000)]
     origin_timeout_ms: u64,
@@ -91,6 +95,7 @@ impl NodeArgs {
             pool.queue = queue;
         }
         pool.render_timeout = Duration::from_millis(self.render_timeout_ms);
+        pool.max_heap = self.max_heap_mb << 20;
         let store = match self.store {
             StoreConfig::Memory(_) => StoreConfig::Memory(self.memory_mb << 20),
             other => other,

@@ -61,6 +61,16 @@ pub enum RenderError {
         /// The timeout.
         ms: u64,
     },
+    /// The render allocated past the isolate's heap limit; its isolate was replaced.
+    #[error("bundle \"{bundle}\" page \"{page}\" exceeded the {mib} MiB heap limit")]
+    HeapLimit {
+        /// The manifest name of the bundle.
+        bundle: String,
+        /// The page being rendered.
+        page: String,
+        /// The limit.
+        mib: usize,
+    },
     /// Every worker is busy and the queue is full.
     #[error("render queue is full ({capacity} waiting); retry later")]
     Overloaded {

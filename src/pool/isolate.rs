@@ -16,6 +16,11 @@ pub(crate) fn runtime_options(snapshot: Option<&'static [u8]>) -> RuntimeOptions
     RuntimeOptions { startup_snapshot: snapshot, extensions: js::extensions(), ..Default::default() }
 }
 
+/// Heap of an isolate that renders, in bytes.
+fn heap_params(max_heap: usize) -> v8::CreateParams {
+    v8::Isolate::create_params().heap_limits(0, max_heap)
+}
+
 /// A function of the bootstrap's `globalThis.__mizan` table.
 pub(crate) fn internal_fn(rt: &mut JsRuntime, name: &'static str) -> Result<v8::Global<v8::Function>, String> {
     let value =
@@ -44,13 +49,25 @@ pub struct Isolate {
     render_fn: v8::Global<v8::Function>,
     /// Renders done by this isolate, for recycling.
     pub(crate) renders: u64,
+    /// Set when a render reached the heap limit and was terminated.
+    heap_exceeded: std::rc::Rc<std::cell::Cell<bool>>,
+    max_heap: usize,
 }
 
 impl Isolate {
-    /// Restores an isolate from an app `snapshot` ([`super::snapshot::build`]).
-    pub fn new(snapshot: &'static [u8]) -> Result<Self, RenderError> {
-        let mut runtime =
-            JsRuntime::try_new(runtime_options(Some(snapshot))).map_err(|e| RenderError::Setup(error_text(e)))?;
+    /// Restores an isolate from an app `snapshot` ([`super::snapshot::build`]), with at most
+    /// `max_heap` bytes of JS heap: a render that needs more is terminated.
+    pub fn new(snapshot: &'static [u8], max_heap: usize) -> Result<Self, RenderError> {
+        let options = RuntimeOptions { create_params: Some(heap_params(max_heap)), ..runtime_options(Some(snapshot)) };
+        let mut runtime = JsRuntime::try_new(options).map_err(|e| RenderError::Setup(error_text(e)))?;
+        let heap_exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
+        let (flag, handle) = (heap_exceeded.clone(), runtime.v8_isolate().thread_safe_handle());
+        runtime.add_near_heap_limit_callback(move |current, _initial| {
+            flag.set(true);
+            handle.terminate_execution();
+            // Room for V8 to unwind the terminated script; the isolate is replaced after.
+            current * 2
+        });
         let init = internal_fn(&mut runtime, "init").map_err(RenderError::Setup)?;
         let render_fn = internal_fn(&mut runtime, "render").map_err(RenderError::Setup)?;
         {
@@ -59,7 +76,7 @@ impl Isolate {
             let undefined = v8::undefined(scope).into();
             init.call(scope, undefined, &[]).ok_or_else(|| RenderError::Setup("__mizan.init() threw".into()))?;
         }
-        Ok(Self { runtime, render_fn, renders: 0 })
+        Ok(Self { runtime, render_fn, renders: 0, heap_exceeded, max_heap })
     }
 
     /// A handle another thread can stop this isolate's JavaScript with.
@@ -84,11 +101,13 @@ impl Isolate {
             ]
         };
         let call = self.runtime.call_with_args(&self.render_fn, &args);
-        let value = self
-            .runtime
-            .with_event_loop_promise(call, PollEventLoopOptions::default())
-            .await
-            .map_err(|e| RenderError::Js { bundle: bundle.into(), page: page.into(), message: error_text(e) })?;
+        let value = self.runtime.with_event_loop_promise(call, PollEventLoopOptions::default()).await.map_err(|e| {
+            if self.heap_exceeded.get() {
+                RenderError::HeapLimit { bundle: bundle.into(), page: page.into(), mib: self.max_heap >> 20 }
+            } else {
+                RenderError::Js { bundle: bundle.into(), page: page.into(), message: error_text(e) }
+            }
+        })?;
         let elapsed = started.elapsed();
         scope!(scope, &mut self.runtime);
         let local = v8::Local::new(scope, value);

@@ -36,6 +36,9 @@ pub struct PoolConfig {
     /// Longest a render may take, waiting or computing; past it the render fails with
     /// [`RenderError::Timeout`] and the isolate is replaced. Default: 10 s.
     pub render_timeout: std::time::Duration,
+    /// JS heap of each isolate, in bytes; a render that needs more fails with
+    /// [`RenderError::HeapLimit`] and the isolate is replaced. Default: 256 MiB.
+    pub max_heap: usize,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +49,7 @@ impl Default for PoolConfig {
             queue: 64 * workers,
             max_renders_per_isolate: 10_000,
             render_timeout: std::time::Duration::from_secs(10),
+            max_heap: 256 << 20,
         }
     }
 }
@@ -99,6 +103,7 @@ impl Pool {
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             let limits = Limits {
+                max_heap: config.max_heap,
                 max_renders: config.max_renders_per_isolate.max(1),
                 timeout: config.render_timeout,
                 watch: watchdog.tx.clone(),
@@ -176,6 +181,7 @@ impl Drop for Pool {
 
 /// What bounds one worker's renders.
 struct Limits {
+    max_heap: usize,
     max_renders: u64,
     timeout: std::time::Duration,
     watch: std::sync::mpsc::Sender<watchdog::Watch>,
@@ -198,7 +204,7 @@ fn worker(
         }
     };
     tokio.block_on(async move {
-        let mut isolate = match Isolate::new(snapshot) {
+        let mut isolate = match Isolate::new(snapshot, limits.max_heap) {
             Ok(isolate) => isolate,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -246,7 +252,7 @@ fn worker(
             let _ = job.reply.send(result);
             if recycle {
                 drop(isolate);
-                isolate = match Isolate::new(snapshot) {
+                isolate = match Isolate::new(snapshot, limits.max_heap) {
                     Ok(fresh) => fresh,
                     Err(e) => {
                         tracing::error!(worker = index, error = %e, "cannot replace isolate; worker stops");

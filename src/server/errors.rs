@@ -57,6 +57,9 @@ pub fn for_page(error: &PageError) -> Response {
             tracing::warn!(error = %error, "page refused");
             return r;
         }
+        PageError::Render(RenderError::HeapLimit { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page needed more memory than allowed.".to_string())
+        }
         PageError::Render(RenderError::Timeout { .. }) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "The page took too long to render.".to_string())
         }

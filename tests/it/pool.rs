@@ -135,3 +135,15 @@ async fn a_render_past_its_deadline_fails_and_the_pool_keeps_working() {
     assert_eq!(out.html, "<p>ok /after</p>");
     assert_eq!(pool.stats().recycled.load(Ordering::Relaxed), 2);
 }
+
+#[tokio::test]
+async fn a_render_past_the_heap_limit_fails_and_the_pool_keeps_working() {
+    let config = PoolConfig { workers: 1, max_heap: 64 << 20, ..PoolConfig::default() };
+    let pool = Pool::start(config, &[test_bundle("faulty")]).unwrap();
+    let err = pool.render("faulty", "hog", &input("/")).await.unwrap_err();
+    assert!(matches!(err, RenderError::HeapLimit { mib: 64, .. }), "{err:?}");
+    assert_eq!(err.to_string(), r#"bundle "faulty" page "hog" exceeded the 64 MiB heap limit"#);
+    let out = pool.render("faulty", "ok", &input("/after")).await.unwrap();
+    assert_eq!(out.html, "<p>ok /after</p>");
+    assert_eq!(pool.stats().recycled.load(Ordering::Relaxed), 1);
+}
