@@ -99,15 +99,15 @@ impl Pool {
         let (tx, rx) = async_channel::bounded::<Job>(capacity);
         let stats = Arc::new(PoolStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let watchdog = watchdog::Watchdog::start(workers).map_err(|e| RenderError::Setup(e.to_string()))?;
+        let watchdog =
+            watchdog::Watchdog::start(workers, config.render_timeout).map_err(|e| RenderError::Setup(e.to_string()))?;
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             let limits = Limits {
                 max_heap: config.max_heap,
                 max_renders: config.max_renders_per_isolate.max(1),
                 timeout: config.render_timeout,
-                watch: watchdog.tx.clone(),
-                fired: watchdog.fired.clone(),
+                watch: watchdog.watch(index),
             };
             let (rx, ready, stats) = (rx.clone(), ready_tx.clone(), stats.clone());
             let handle = std::thread::Builder::new()
@@ -184,8 +184,7 @@ struct Limits {
     max_heap: usize,
     max_renders: u64,
     timeout: std::time::Duration,
-    watch: std::sync::mpsc::Sender<watchdog::Watch>,
-    fired: Arc<[AtomicU64]>,
+    watch: watchdog::Watch,
 }
 
 fn worker(
@@ -211,6 +210,7 @@ fn worker(
                 return;
             }
         };
+        limits.watch.isolate(isolate.handle());
         let _ = ready.send(Ok(()));
         drop(ready);
         let mut seq = 0u64;
@@ -219,17 +219,10 @@ fn worker(
                 continue; // the caller went away while the job was queued
             }
             seq += 1;
-            let armed = watchdog::Watch::Arm {
-                worker: index,
-                seq,
-                deadline: watchdog::deadline(limits.timeout),
-                handle: isolate.handle(),
-            };
-            let _ = limits.watch.send(armed);
+            limits.watch.arm(seq, limits.timeout);
             let render = isolate.render(&job.bundle, &job.page, &job.input);
             let outcome = tokio::time::timeout(limits.timeout, render).await;
-            let _ = limits.watch.send(watchdog::Watch::Disarm { worker: index, seq });
-            let terminated = limits.fired[index].load(Ordering::SeqCst) == seq;
+            let terminated = limits.watch.disarm(seq);
             let timeout = || RenderError::Timeout {
                 bundle: job.bundle.to_string(),
                 page: job.page.clone(),
@@ -259,6 +252,7 @@ fn worker(
                         return;
                     }
                 };
+                limits.watch.isolate(isolate.handle());
                 stats.recycled.fetch_add(1, Ordering::Relaxed);
             }
         }
