@@ -114,6 +114,14 @@ pub const MAX_TARGETS: usize = 100_000;
 /// Cookie and Authorization, forwarded to the origin for no-store pages only.
 const CREDENTIALS: [&str; 2] = ["cookie", "authorization"];
 
+/// The lifetimes `(ttl, swr, sie)` of an answer: the manifest's `times`, shortened (never
+/// lengthened) by the origin's `max-age` / `stale-while-revalidate`, bounded to a year.
+fn answer_lifetimes(times: CacheTimes, directives: &Directives) -> (u64, u64, u64) {
+    let ttl = directives.max_age.map_or(times.ttl, |m| m.min(times.ttl));
+    let swr = directives.swr.map_or(times.swr, |m| m.min(times.swr));
+    (ttl.min(MAX_LIFETIME_S), swr.min(MAX_LIFETIME_S), times.sie.min(MAX_LIFETIME_S))
+}
+
 /// Statuses a rendered page is stored with.
 fn storable(status: u16) -> bool {
     matches!(status, 200 | 404)
@@ -306,7 +314,8 @@ impl Node {
             query: matched.query.clone(),
             ..PageInput::default()
         };
-        if let Some(client) = self.bundles.get(&route.bundle).and_then(|b| b.client_url.clone()) {
+        let bundle = self.bundles.get(&route.bundle);
+        if let Some(client) = bundle.and_then(|b| b.client_url.clone()) {
             input.assets.insert("client".into(), Value::String(client));
         }
         // A page's lifetimes are the minimum over its dependencies; one without any keeps the
@@ -320,9 +329,8 @@ impl Node {
         for ((context, params), answer) in matched.deps.iter().zip(answers) {
             let (answer, directives) = answer?;
             lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
-                (CachePolicy::Cached(CacheTimes { ttl, swr, sie }), Some((t, s, e))) if !directives.no_store => {
-                    let ttl = directives.max_age.map_or(ttl, |m| m.min(ttl));
-                    let swr = directives.swr.map_or(swr, |m| m.min(swr));
+                (CachePolicy::Cached(times), Some((t, s, e))) if !directives.no_store => {
+                    let (ttl, swr, sie) = answer_lifetimes(times, &directives);
                     Some((t.min(ttl), s.min(swr), e.min(sie)))
                 }
                 _ => None,
@@ -340,8 +348,8 @@ impl Node {
         let body = bytes::Bytes::from(rendered.html.into_bytes());
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
         let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
-        let bundle = self.bundles.get(&route.bundle);
-        let mut meta = Meta {
+        let storable = lifetimes.is_some() && generations.is_some();
+        let meta = Meta {
             v: 1,
             kind: Kind::Page,
             key: key.to_string(),
@@ -358,12 +366,10 @@ impl Node {
                 bundle: b.hash.clone(),
                 ms: rendered.elapsed.as_secs_f64() * 1e3,
             }),
-            generation: Generations::new(),
+            generation: generations.unwrap_or_default(),
             stale_at: None,
             extra: Map::new(),
         };
-        let storable = lifetimes.is_some() && generations.is_some();
-        meta.generation = generations.unwrap_or_default();
         Ok((Arc::new(Entry { body, meta }), storable))
     }
 
@@ -378,9 +384,10 @@ impl Node {
     ) -> Result<(Answer, Directives), OriginError> {
         let policy = self.manifest.contexts[context].cache;
         let cacheable = matches!(policy, CachePolicy::Cached(_)) && credentials.is_empty();
-        let key = self.keys.data_key(context, params);
-        if cacheable {
-            match self.store.get(&key).await {
+        // Derived only for contexts that may be cached: never-cached ones have no key.
+        let key = cacheable.then(|| self.keys.data_key(context, params));
+        if let Some(key) = &key {
+            match self.store.get(key).await {
                 Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
                     match serde_json::from_slice::<Value>(&entry.body) {
                         Ok(data) => return Ok((Answer::Data(data), Directives::default())),
@@ -392,20 +399,20 @@ impl Node {
             }
         }
         let fetched = self.origin.fetch(context, params, credentials).await?;
-        if let (true, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
-            (cacheable && !fetched.directives.no_store, &fetched.answer, policy, generations)
+        if let (Some(key), false, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
+            (key, fetched.directives.no_store, &fetched.answer, policy, generations)
         {
-            let ttl = fetched.directives.max_age.map_or(times.ttl, |m| m.min(times.ttl)).min(MAX_LIFETIME_S);
+            let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
             let meta = Meta {
                 v: 1,
                 kind: Kind::Data,
-                key: key.clone(),
+                key,
                 status: 200,
                 headers: vec![("content-type".into(), "application/json".into())],
                 created_at: self.clock.now(),
                 ttl_s: ttl,
-                swr_s: fetched.directives.swr.map_or(times.swr, |m| m.min(times.swr)).min(MAX_LIFETIME_S),
-                sie_s: times.sie.min(MAX_LIFETIME_S),
+                swr_s: swr,
+                sie_s: sie,
                 deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
                 etag: None,
                 generation: BTreeMap::from([(context.to_string(), generations.get(context).copied().unwrap_or(0))]),
