@@ -106,12 +106,12 @@ fn main() {
         }
         if wanted("sqlite") {
             let path = std::env::temp_dir().join(format!("mizan-bench-{}.db", std::process::id()));
-            bench("sqlite", Arc::new(SqliteStore::open(&path).unwrap())).await;
+            bench("sqlite", Arc::new(SqliteStore::open(&path, "bench").unwrap())).await;
             let _ = std::fs::remove_file(&path);
         }
         if wanted("redis") {
             let server = RedisServer::start();
-            bench("redis", Arc::new(RedisStore::connect(&server.url()).await.unwrap())).await;
+            bench("redis", Arc::new(RedisStore::connect(&server.url(), "bench").await.unwrap())).await;
         }
     });
 }

@@ -8,8 +8,11 @@ import { core, primordials } from "ext:core/mod.js";
 import { op_mizan_console } from "ext:core/ops";
 
 const {
+  ArrayPrototypePush,
   Error,
   JSONParse,
+  JSONStringify,
+  String,
   ObjectDefineProperties,
   ObjectDefineProperty,
   ObjectFreeze,
@@ -33,6 +36,21 @@ const performance = web("15_performance.js");
 
 // Console levels as deno_web passes them: 0 debug, 1 log/info, 2 warn, 3 error.
 const console = new consoleMod.Console((msg, level) => op_mizan_console(level, msg));
+
+// Timers scheduled since the last render settled: cancelled when it settles, so no timer of
+// one render fires during another (settle(), called from Rust).
+let scheduled = [];
+const { setTimeout: webSetTimeout, setInterval: webSetInterval, clearTimeout: webClearTimeout } = timers;
+function setTimeout(callback, delay = 0, ...args) {
+  const id = webSetTimeout(callback, delay, ...args);
+  ArrayPrototypePush(scheduled, id);
+  return id;
+}
+function setInterval(callback, delay = 0, ...args) {
+  const id = webSetInterval(callback, delay, ...args);
+  ArrayPrototypePush(scheduled, id);
+  return id;
+}
 
 ObjectDefineProperties(globalThis, {
   AbortController: core.propNonEnumerable(abortSignal.AbortController),
@@ -80,8 +98,8 @@ ObjectDefineProperties(globalThis, {
   performance: core.propWritable(performance.performance),
   reportError: core.propWritable(event.reportError),
   self: core.propGetterOnly(() => globalThis),
-  setInterval: core.propWritable(timers.setInterval),
-  setTimeout: core.propWritable(timers.setTimeout),
+  setInterval: core.propWritable(setInterval),
+  setTimeout: core.propWritable(setTimeout),
   structuredClone: core.propWritable(messagePort.structuredClone),
 });
 
@@ -105,18 +123,48 @@ function init() {
   performance.setTimeOrigin();
 }
 
+/** What a thrown value that is not an Error says: its JSON, else its string form. */
+function describe(value) {
+  try {
+    const json = JSONStringify(value);
+    if (json !== undefined) return json;
+  } catch {
+    // cyclic or a BigInt: fall back to String()
+  }
+  try {
+    return String(value);
+  } catch {
+    return "(a value that cannot be described)";
+  }
+}
+
 /** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
 async function render(name, input) {
   const entry = bundles.get(name);
   if (entry === undefined) {
     throw new Error(`bundle "${name}" is not loaded in this isolate`);
   }
-  // The result is checked on the Rust side, which names what is wrong with it.
-  return await entry.render(JSONParse(input));
+  try {
+    // The result is checked on the Rust side, which names what is wrong with it.
+    return await entry.render(JSONParse(input));
+  } catch (error) {
+    if (error instanceof Error) throw error;
+    throw new Error(`render threw a value that is not an Error: ${describe(error)}`);
+  }
+}
+
+/** Called from Rust when a render has settled: cancels the timers it left; returns how many. */
+function settle() {
+  const pending = scheduled;
+  scheduled = [];
+  for (let i = 0; i < pending.length; i++) {
+    webClearTimeout(pending[i]);
+  }
+  return pending.length;
 }
 
 ObjectDefineProperty(globalThis, "__mizan", {
-  value: ObjectFreeze({ register, init, render }),
+  value: ObjectFreeze({ register, init, render, settle }),
   enumerable: false,
   writable: false,
   configurable: false,

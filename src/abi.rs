@@ -11,14 +11,21 @@ use std::time::Duration;
 /// The input of one page render, minus the page name (see [`crate::pool::Pool::render`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PageInput {
-    /// The request path and query as the client sent them, e.g. `/products/42?tab=specs`.
+    /// The normalised request path and the canonical declared query, e.g.
+    /// `/products/42?tab=specs`: never an undeclared query parameter, which would otherwise
+    /// be stored into a page every later visitor gets.
     pub url: String,
     /// The manifest route pattern that matched, e.g. `/products/:id`.
     pub route: String,
     /// Route parameters, typed by the context params schema (`{"id": 42}`).
     pub params: Map<String, Value>,
-    /// The query parameters the route declares; others never reach the bundle.
+    /// The query parameters the route declares; others never reach the bundle. A repeated
+    /// name gives its first value in canonical order (sorted), as the page key holds it.
     pub query: Map<String, Value>,
+    /// The request headers the route declares in `vary` (lower-case names, values trimmed
+    /// with inner whitespace collapsed), the only headers a shared page may depend on.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
     /// Data the origin answered for each dependency, prefetched before the render.
     pub data: Vec<DependencyData>,
     /// Errors the origin answered for a dependency; the page renders its `DjangoError` state.

@@ -8,6 +8,7 @@ use mizan_render::cache::purge::{ModeName, PurgeRequest, PurgeTarget};
 use mizan_render::manifest::{Manifest, Router};
 use mizan_render::node::{Node, NodeConfig, StoreConfig};
 use mizan_render::origin::OriginConfig;
+use mizan_render::origin::proxy::Forwarding;
 use mizan_render::pool::PoolConfig;
 use serde_json::{Map, Value};
 use std::io::Write as _;
@@ -29,18 +30,38 @@ struct Cli {
 /// Where the protocol secret comes from.
 #[derive(clap::Args)]
 struct SecretArgs {
-    /// The protocol secret (32 bytes or more), shared with the edge and the origin.
+    /// The protocol secret (32 bytes or more), shared with the edge and the origin. Prefer
+    /// --secret-file or the environment: a command line is visible to every local user.
     #[arg(long = "secret", env = "MIZAN_SECRET", hide_env_values = true, global = true)]
     secret: Option<String>,
+    /// A file holding the protocol secret (one trailing newline is ignored).
+    #[arg(long = "secret-file", env = "MIZAN_SECRET_FILE", global = true, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
     /// Development mode: accept the published example secret.
     #[arg(long, global = true)]
     dev: bool,
 }
 
 impl SecretArgs {
+    /// The secret's bytes, from the file or the flag / environment.
+    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(path) = &self.secret_file {
+            let mut bytes =
+                std::fs::read(path).with_context(|| format!("reading the secret file {}", path.display()))?;
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            return Ok(bytes);
+        }
+        let secret = self.secret.as_deref().context("MIZAN_SECRET is not set (or pass --secret-file)")?;
+        Ok(secret.as_bytes().to_vec())
+    }
+
     fn keys(&self) -> anyhow::Result<Keys> {
-        let secret = self.secret.as_deref().context("MIZAN_SECRET is not set (or pass --secret)")?;
-        Ok(Keys::from_secret(secret.as_bytes(), self.dev)?)
+        Ok(Keys::from_secret(&self.bytes()?, self.dev)?)
     }
 }
 
@@ -56,9 +77,18 @@ struct NodeArgs {
     /// The cache store: memory, sqlite:<path> or redis://host:port/.
     #[arg(long, env = "MIZAN_STORE", default_value = "memory")]
     store: StoreConfig,
-    /// Size bound of the memory store, in MiB.
+    /// Memory for the node's caches, in MiB: the memory store and (a sixteenth of it) the
+    /// request-target memo.
     #[arg(long, env = "MIZAN_MEMORY_MB", default_value_t = 256)]
     memory_mb: u64,
+    /// The public URL of the site (`https://shop.example`) when a TLS terminator or load
+    /// balancer sits in front: the proxy's `X-Forwarded-Proto` and `-Host` come from it.
+    #[arg(long, env = "MIZAN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A peer whose `X-Forwarded-For` the proxy believes and appends to (a load balancer's
+    /// address); repeat for several. Any other peer's chain is replaced by its address.
+    #[arg(long = "trusted-proxy", env = "MIZAN_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Render threads (default: the number of cores).
     #[arg(long, env = "MIZAN_WORKERS")]
     workers: Option<usize>,
@@ -85,7 +115,7 @@ struct NodeArgs {
 
 impl NodeArgs {
     fn config(self) -> anyhow::Result<NodeConfig> {
-        let secret = self.secret.secret.clone().context("MIZAN_SECRET is not set (or pass --secret)")?;
+        let secret = self.secret.bytes()?;
         let mut pool = PoolConfig::default();
         if let Some(workers) = self.workers {
             pool.workers = workers;
@@ -96,9 +126,16 @@ impl NodeArgs {
         }
         pool.render_timeout = Duration::from_millis(self.render_timeout_ms);
         pool.max_heap = self.max_heap_mb << 20;
+        // The memo's bound counts against the memory the operator gave the node.
+        let memory = self.memory_mb << 20;
+        let memo_bytes = (memory / 16) as usize;
         let store = match self.store {
-            StoreConfig::Memory(_) => StoreConfig::Memory(self.memory_mb << 20),
+            StoreConfig::Memory(_) => StoreConfig::Memory(memory - memo_bytes as u64),
             other => other,
+        };
+        let public = match &self.public_url {
+            Some(url) => Some(Forwarding::public_url(url).map_err(|e| anyhow::anyhow!("--public-url {e}"))?),
+            None => None,
         };
         Ok(NodeConfig {
             manifest: self.manifest,
@@ -109,8 +146,10 @@ impl NodeArgs {
             },
             store,
             pool,
-            secret: secret.into_bytes(),
+            secret,
             dev: self.secret.dev,
+            forwarding: Forwarding { public, trusted: self.trusted_proxies },
+            memo_bytes,
         })
     }
 }
@@ -198,7 +237,9 @@ enum KeyKind {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("MIZAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if cli.log_json {
         logs.json().init();
     } else {
@@ -219,12 +260,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { listen, node } => {
             let config = node.config()?;
-            let (manifest, origin, store) = (config.manifest.clone(), config.origin.base.clone(), config.store.clone());
+            let (manifest, origin) = (config.manifest.clone(), mizan_render::node::redact_url(&config.origin.base));
+            let store = config.store.redacted();
             let node = Node::start(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
             let url = format!("http://{}", listener.local_addr()?);
-            tracing::info!(%url, manifest = %manifest.display(), %origin, ?store, workers = node.pool.workers(), "serving");
+            tracing::info!(%url, manifest = %manifest.display(), %origin, %store, workers = node.pool.workers(), "serving");
             println!("mizan-render serving {url} (open {url}/products)");
             let app = mizan_render::server::app(node).into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)

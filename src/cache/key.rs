@@ -240,6 +240,11 @@ pub fn canonical_query(raw_query: &str, declared: &[String]) -> String {
     pairs.iter().map(|(n, v)| format!("{}={}", encode(n), encode(v))).collect::<Vec<_>>().join("&")
 }
 
+/// A header value as page keys hold it: trimmed, runs of spaces and tabs collapsed to one.
+pub fn canonical_header_value(value: &str) -> String {
+    value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The declared vary headers: lower-case name, value trimmed with inner whitespace runs
 /// collapsed to one space, sorted, `name=value` joined with `\n`. Absent headers are left
 /// out; a present, empty one is `name=`.
@@ -248,8 +253,7 @@ pub fn canonical_vary<'h>(declared: &[String], header: impl Fn(&str) -> Option<&
         .iter()
         .map(|name| name.to_ascii_lowercase())
         .filter_map(|name| {
-            let value = header(&name)?;
-            let value = value.split_ascii_whitespace().collect::<Vec<_>>().join(" ");
+            let value = canonical_header_value(header(&name)?);
             Some(format!("{name}={value}"))
         })
         .collect();

@@ -1,21 +1,28 @@
-//! The Redis store. Layout, all under the `mz1:` prefix:
+//! The Redis store. Every key it writes sits under its site's prefix `mz1:<site>:`, so sites
+//! sharing one Redis never see each other's entries, tags or generations. With `<k>` the
+//! entry's key without its `mz1:` (`p:<hex>` for `mz1:p:<hex>`):
 //!
-//! - `<key>`: the entry, one string: a 4-byte big-endian metadata length, the metadata JSON,
-//!   the body. One `GET` reads it and one `DEL` frees it.
-//! - `mz1:s:<key>`: the soft-purge mark (`stale_at`, unix ms), same expiry as the entry.
-//! - `mz1:k:<key>`: the entry's tag list (JSON), same expiry as the entry; read only when the
-//!   key is put again, to drop memberships of tags it no longer has.
-//! - `mz1:t:<tag>`: the set of keys carrying a tag; `mz1:gen`: the generations hash.
+//! - `mz1:<site>:<k>`: the entry, one string: a 4-byte big-endian metadata length, the
+//!   metadata JSON, the body. One `GET` reads it and one `DEL` frees it.
+//! - `mz1:<site>:s:<k>`: the soft-purge mark (`stale_at`, unix ms), same expiry as the entry.
+//! - `mz1:<site>:k:<k>`: the entry's tag list (JSON), same expiry as the entry; read only when
+//!   the key is put again, to drop memberships of tags it no longer has.
+//! - `mz1:<site>:t:<tag>`: the set of entry keys carrying a tag; `mz1:<site>:gen`: the
+//!   generations hash.
 //!
-//! Put and purge are Lua scripts, atomic on the server, so several nodes can share one Redis
-//! (standalone or one shard: the scripts touch keys they compute). A hard purge deletes the
-//! matching entries and the purge's own tag sets in batches, without reading any entry; the
-//! entries' memberships in other tag sets go when those keys are put again, or with the sets.
-//! When Redis is unreachable every call fails fast with [`CacheError::Unavailable`]; the
-//! connection manager reconnects on its own when Redis is back.
+//! The site is checked at construction (`[A-Za-z0-9_.-]+`): it holds no `:`, so the prefixes
+//! of two sites never overlap. The node's keys start `mz1:p:` or `mz1:d:`, so `<k>` starts
+//! `p:` or `d:` and never meets the store's own `s:`, `k:`, `t:` and `gen`.
+//!
+//! Put and purge are Lua scripts, atomic on the server, so several nodes (and several sites)
+//! can share one Redis (standalone or one shard: the scripts touch keys they compute, all under
+//! one prefix). A hard purge deletes the matching entries and the purge's own tag sets in
+//! batches, without reading any entry; the entries' memberships in other tag sets go when those
+//! keys are put again, or with the sets. When Redis is unreachable every call fails fast with
+//! [`CacheError::Unavailable`]; the connection manager reconnects on its own when Redis is back.
 
 use super::meta::purge_tags;
-use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, now_ms};
+use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, check_site, now_ms};
 use super::{CacheError, Meta};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -23,18 +30,40 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-const GENERATIONS: &str = "mz1:gen";
-
-fn tag_key(tag: &str) -> String {
-    format!("mz1:t:{tag}")
+/// The Redis names of one site's keys: everything under `mz1:<site>:`.
+struct Names {
+    /// `mz1:<site>:`.
+    prefix: String,
+    /// `mz1:<site>:gen`.
+    generations: String,
 }
 
-fn stale_key(key: &str) -> String {
-    format!("mz1:s:{key}")
-}
+impl Names {
+    fn new(site: &str) -> Self {
+        let prefix = format!("mz1:{site}:");
+        Self { generations: format!("{prefix}gen"), prefix }
+    }
 
-fn tags_key(key: &str) -> String {
-    format!("mz1:k:{key}")
+    /// An entry's key without the protocol's `mz1:` (which the prefix already carries).
+    fn local(key: &str) -> &str {
+        key.strip_prefix("mz1:").unwrap_or(key)
+    }
+
+    fn entry(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, Self::local(key))
+    }
+
+    fn stale(&self, key: &str) -> String {
+        format!("{}s:{}", self.prefix, Self::local(key))
+    }
+
+    fn tag_list(&self, key: &str) -> String {
+        format!("{}k:{}", self.prefix, Self::local(key))
+    }
+
+    fn tag(&self, tag: &str) -> String {
+        format!("{}t:{tag}", self.prefix)
+    }
 }
 
 /// KEYS: entry, generations, stale mark, tag list. ARGV: packed entry, ttl ms, tag list JSON,
@@ -61,11 +90,14 @@ end
 return ''
 "#;
 
-/// KEYS: generations. ARGV: context, mode, now ms, then the tag keys to intersect.
+/// KEYS: generations. ARGV: context, mode, now ms, the site prefix `mz1:<site>:`, then the tag
+/// keys to intersect. The sets hold entry keys `<prefix><k>`; an entry's mark is `<prefix>s:<k>`.
 const PURGE: &str = r#"
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+local prefix = ARGV[4]
+local function mark_of(key) return prefix .. 's:' .. string.sub(key, #prefix + 1) end
 local tags = {}
-for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
+for i = 5, #ARGV do tags[#tags + 1] = ARGV[i] end
 local keys = redis.call('SINTER', unpack(tags))
 local count = 0
 local function chunks(list, f)
@@ -79,7 +111,7 @@ if ARGV[2] == 'hard' then
   chunks(keys, function(part)
     count = count + redis.call('DEL', unpack(part))
     local marks = {}
-    for _, key in ipairs(part) do marks[#marks + 1] = 'mz1:s:' .. key end
+    for _, key in ipairs(part) do marks[#marks + 1] = mark_of(key) end
     redis.call('DEL', unpack(marks))
   end)
   if #tags == 1 then
@@ -92,7 +124,7 @@ else
     local ttl = redis.call('PTTL', key)
     if ttl > 0 then
       count = count + 1
-      local mark = 'mz1:s:' .. key
+      local mark = mark_of(key)
       local current = redis.call('GET', mark)
       if (not current) or tonumber(current) > tonumber(ARGV[3]) then
         redis.call('SET', mark, ARGV[3], 'PX', ttl)
@@ -105,9 +137,10 @@ end
 return count
 "#;
 
-/// The Redis store.
+/// The Redis store of one site.
 pub struct RedisStore {
     conn: ConnectionManager,
+    names: Names,
     put: Script,
     purge: Script,
 }
@@ -134,15 +167,18 @@ fn unpack(packed: &[u8]) -> Result<(Meta, &[u8]), String> {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be reached now.
-    pub async fn connect(url: &str) -> Result<Self, CacheError> {
+    /// Connects to `url` (`redis://host:port/db`) as the store of `site` (the manifest's
+    /// `site`), whose keys all go under `mz1:<site>:`. Fails with [`CacheError::Site`] if the
+    /// site is not `[A-Za-z0-9_.-]+`, and if Redis cannot be reached now.
+    pub async fn connect(url: &str, site: &str) -> Result<Self, CacheError> {
+        check_site(site)?;
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        Ok(Self { conn, put: Script::new(PUT), purge: Script::new(PURGE) })
+        Ok(Self { conn, names: Names::new(site), put: Script::new(PUT), purge: Script::new(PURGE) })
     }
 }
 
@@ -154,8 +190,12 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
         let mut conn = self.conn.clone();
-        let (packed, stale_at): (Option<Vec<u8>>, Option<u64>) =
-            redis::cmd("MGET").arg(key).arg(stale_key(key)).query_async(&mut conn).await.map_err(unavailable)?;
+        let (packed, stale_at): (Option<Vec<u8>>, Option<u64>) = redis::cmd("MGET")
+            .arg(self.names.entry(key))
+            .arg(self.names.stale(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let Some(packed) = packed else { return Ok(None) };
         let packed = bytes::Bytes::from(packed);
         match unpack(&packed) {
@@ -180,8 +220,12 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         // HMGET even for one field: HGET's nil would read as an empty list, and a render would
         // record no generation at all.
-        let values: Vec<Option<u64>> =
-            redis::cmd("HMGET").arg(GENERATIONS).arg(contexts).query_async(&mut conn).await.map_err(unavailable)?;
+        let values: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(&self.names.generations)
+            .arg(contexts)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         if values.len() != contexts.len() {
             return Err(unavailable(format!("HMGET answered {} values for {} fields", values.len(), contexts.len())));
         }
@@ -194,14 +238,14 @@ impl Store for RedisStore {
             return Ok(PutOutcome::Stored); // already past every window: nothing to keep
         }
         let key = entry.meta.key.as_str();
-        let tags: Vec<String> = entry.meta.tags().iter().map(|t| tag_key(t)).collect();
+        let tags: Vec<String> = entry.meta.tags().iter().map(|t| self.names.tag(t)).collect();
         let tags_json = serde_json::to_string(&tags).map_err(unavailable)?;
         let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
-        let mut invocation = self.put.key(key);
+        let mut invocation = self.put.key(self.names.entry(key));
         invocation
-            .key(GENERATIONS)
-            .key(stale_key(key))
-            .key(tags_key(key))
+            .key(&self.names.generations)
+            .key(self.names.stale(key))
+            .key(self.names.tag_list(key))
             .arg(pack(&meta, &entry.body))
             .arg(ttl)
             .arg(tags_json)
@@ -219,10 +263,14 @@ impl Store for RedisStore {
     }
 
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError> {
-        let mut invocation = self.purge.key(GENERATIONS);
-        invocation.arg(context).arg(if mode == PurgeMode::Hard { "hard" } else { "soft" }).arg(now_ms());
+        let mut invocation = self.purge.key(&self.names.generations);
+        invocation
+            .arg(context)
+            .arg(if mode == PurgeMode::Hard { "hard" } else { "soft" })
+            .arg(now_ms())
+            .arg(&self.names.prefix);
         for tag in purge_tags(context, params) {
-            invocation.arg(tag_key(&tag));
+            invocation.arg(self.names.tag(&tag));
         }
         let mut conn = self.conn.clone();
         invocation.invoke_async(&mut conn).await.map_err(unavailable)
@@ -230,21 +278,33 @@ impl Store for RedisStore {
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
+        let (entry, tag_list) = (self.names.entry(key), self.names.tag_list(key));
         let tags: Option<String> =
-            redis::cmd("GET").arg(tags_key(key)).query_async(&mut conn).await.map_err(unavailable)?;
+            redis::cmd("GET").arg(&tag_list).query_async(&mut conn).await.map_err(unavailable)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for tag in tags.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()).unwrap_or_default() {
-            pipe.srem(tag, key).ignore();
+            pipe.srem(tag, &entry).ignore();
         }
-        pipe.del(key).ignore().del(stale_key(key)).ignore().del(tags_key(key)).ignore();
+        pipe.del(&entry).ignore().del(self.names.stale(key)).ignore().del(&tag_list).ignore();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{pack, unpack};
+    use super::{Names, pack, unpack};
+
+    #[test]
+    fn every_key_sits_under_the_site_prefix() {
+        let names = Names::new("shop");
+        assert_eq!(names.entry("mz1:p:ab12"), "mz1:shop:p:ab12");
+        assert_eq!(names.entry("mz1:d:cd34"), "mz1:shop:d:cd34");
+        assert_eq!(names.stale("mz1:p:ab12"), "mz1:shop:s:p:ab12");
+        assert_eq!(names.tag_list("mz1:p:ab12"), "mz1:shop:k:p:ab12");
+        assert_eq!(names.tag("c:product_detail:id=1"), "mz1:shop:t:c:product_detail:id=1");
+        assert_eq!(names.generations, "mz1:shop:gen");
+    }
 
     #[test]
     fn packs_and_refuses_damaged_values() {

@@ -84,6 +84,13 @@ pub(crate) fn moved(recorded: &Generations, current: impl Fn(&str) -> u64) -> Op
     recorded.iter().find(|(context, generation)| current(context) != **generation).map(|(c, _)| c.clone())
 }
 
+/// Checks a site id before a shared store (SQLite, Redis) namespaces its keys or rows with
+/// it: `[A-Za-z0-9_.-]+`, so it can never hold the `:` that ends the Redis key segment.
+pub(crate) fn check_site(site: &str) -> Result<(), CacheError> {
+    let ok = !site.is_empty() && site.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok { Ok(()) } else { Err(CacheError::Site(site.to_string())) }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)

@@ -6,7 +6,7 @@
 
 mod route;
 
-pub use route::{RouteError, RouteMatch, Router};
+pub use route::{MAX_URL_LEN, RouteError, RouteMatch, Router};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -147,6 +147,10 @@ pub struct Bundle {
     /// The node serves it under `/_mizan/assets/` by its content hash.
     #[serde(default)]
     pub client: Option<PathBuf>,
+    /// What its renders share: `"module"` (default: module state persists between renders,
+    /// as in Workers) or `"render"` (each render starts from a fresh isolate).
+    #[serde(default)]
+    pub isolation: crate::pool::Isolation,
 }
 
 /// Frameworks with a Mizan wrapper layer.

@@ -29,8 +29,13 @@ pub struct RouteMatch {
     pub index: usize,
     /// Typed route parameters.
     pub params: Map<String, Value>,
-    /// The declared query parameters present in the request (first value of each).
+    /// The declared query parameters present in the request: the first value of each in
+    /// the canonical query's order (sorted by value), so every request that shares a page
+    /// key renders the same page.
     pub query: Map<String, Value>,
+    /// The canonical declared query ([`crate::cache::key::canonical_query`]): the only query
+    /// a page key, a render or a hydration payload ever sees.
+    pub canonical_query: String,
     /// Dependencies of the page: context and typed params.
     pub deps: Vec<(String, Map<String, Value>)>,
 }
@@ -103,9 +108,10 @@ impl Router {
             }
             raw_params.insert(name.to_string(), Value::String(decoded.into_owned()));
         }
+        let canonical_query = crate::cache::key::canonical_query(query, &route.query);
         let mut query_values = Map::new();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if route.query.iter().any(|q| *q == name) && !query_values.contains_key(name.as_ref()) {
+        for (name, value) in form_urlencoded::parse(canonical_query.as_bytes()) {
+            if !query_values.contains_key(name.as_ref()) {
                 query_values.insert(name.into_owned(), Value::String(value.into_owned()));
             }
         }
@@ -136,7 +142,7 @@ impl Router {
         for (name, value) in raw_params {
             params.entry(name).or_insert(value);
         }
-        Ok(RouteMatch { index, params, query: query_values, deps })
+        Ok(RouteMatch { index, params, query: query_values, canonical_query, deps })
     }
 }
 
@@ -224,9 +230,12 @@ mod tests {
 
     #[test]
     fn only_declared_query_parameters_are_kept() {
-        let m = route("/products?utm=x&page=2&page=3&cache_bust=1").unwrap();
-        assert_eq!(m.query, json!({"page": "2"}).as_object().unwrap().clone());
+        let m = route("/products?utm=x&page=3&page=2&cache_bust=1").unwrap();
+        assert_eq!(m.query, json!({"page": "2"}).as_object().unwrap().clone(), "the first in canonical order");
         assert_eq!(m.deps[0].1, json!({"page": 2}).as_object().unwrap().clone());
+        assert_eq!(m.canonical_query, "page=2&page=3");
+        let swapped = route("/products?page=2&page=3").unwrap();
+        assert_eq!((swapped.query, swapped.deps), (m.query, m.deps), "one key, one page");
     }
 
     #[test]

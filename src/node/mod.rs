@@ -3,6 +3,7 @@
 //! [`coalesce`].
 
 pub mod coalesce;
+pub mod memo;
 pub mod page;
 
 use crate::cache::memory::MemoryStore;
@@ -11,9 +12,11 @@ use crate::cache::signature::Verifier;
 use crate::cache::sqlite::SqliteStore;
 use crate::cache::{CacheError, Keys, Store, now_ms};
 use crate::manifest::{Manifest, ManifestError, Router};
+use crate::origin::proxy::Forwarding;
 use crate::origin::{Origin, OriginConfig};
 use crate::pool::{BundleSource, Pool, PoolConfig, RenderError};
 use coalesce::Coalescer;
+use memo::TargetMemo;
 use page::PageOutcome;
 use sha2::Digest as _;
 use std::collections::HashMap;
@@ -50,6 +53,28 @@ impl std::str::FromStr for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// How the store is named in logs: a Redis URL without its user and password.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreConfig::Memory(bytes) => format!("memory ({} MiB)", bytes >> 20),
+            StoreConfig::Sqlite(path) => format!("sqlite:{}", path.display()),
+            StoreConfig::Redis(url) => redact_url(url),
+        }
+    }
+}
+
+/// `url` without the credentials of its authority: `redis://:secret@host/` is
+/// `redis://***@host/`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "(unparsable URL)".into() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Everything the node is configured with.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -65,7 +90,14 @@ pub struct NodeConfig {
     pub secret: Vec<u8>,
     /// Development mode (the example secret is accepted).
     pub dev: bool,
+    /// The `X-Forwarded-*` the proxy writes: the public URL, the trusted proxies.
+    pub forwarding: Forwarding,
+    /// Bound of the request-target memo, in bytes.
+    pub memo_bytes: usize,
 }
+
+/// Default bound of the request-target memo: 16 MiB.
+pub const DEFAULT_MEMO_BYTES: usize = 16 << 20;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -165,10 +197,10 @@ pub struct Node {
     bundles: HashMap<String, BundleInfo>,
     /// Static assets by URL path.
     pub assets: HashMap<String, Asset>,
-    /// Raw request target -> where it goes (routes without `vary` only). A lock-free map:
-    /// the hit path reads it on every request, and it needs no recency bookkeeping, only a
-    /// bound ([`page::MAX_TARGETS`]), past which it starts over.
-    targets: papaya::HashMap<String, Arc<page::Target>, foldhash::quality::RandomState>,
+    /// Raw request target -> where it goes (routes without `vary` only), bounded in bytes.
+    pub targets: TargetMemo,
+    /// The `X-Forwarded-*` headers the proxy writes.
+    pub forwarding: Forwarding,
 }
 
 impl Node {
@@ -182,7 +214,8 @@ impl Node {
         let mut assets = HashMap::new();
         for (name, bundle) in &manifest.bundles {
             let path = manifest.bundle_path(name).expect("bundle names come from the manifest");
-            let source = BundleSource::read(name, &path)?;
+            let mut source = BundleSource::read(name, &path)?;
+            source.isolation = bundle.isolation;
             let framework = serde_json::to_value(bundle.framework).ok().and_then(|v| v.as_str().map(str::to_string));
             let client_url = match &bundle.client {
                 None => None,
@@ -210,8 +243,8 @@ impl Node {
             .map_err(|e| RenderError::Setup(e.to_string()))??;
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
-            StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
-            StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url).await?),
+            StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, &manifest.site)?),
+            StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, &manifest.site).await?),
         };
         let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
         Ok(Arc::new(Node {
@@ -227,13 +260,9 @@ impl Node {
             stats: NodeStats::default(),
             bundles,
             assets,
-            targets: papaya::HashMap::with_hasher(Default::default()),
+            targets: TargetMemo::new(config.memo_bytes),
+            forwarding: config.forwarding.clone(),
         }))
-    }
-
-    /// Whether `path` is one the manifest sends to the origin as is.
-    pub fn is_proxied(&self, path: &str) -> bool {
-        self.manifest.proxy.iter().any(|prefix| path.starts_with(prefix.as_str()))
     }
 
     /// Counts a failed store call; the caller goes on without the cache.

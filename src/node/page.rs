@@ -5,10 +5,10 @@
 
 use super::Node;
 use crate::abi::{DependencyData, DependencyError, PageInput};
-use crate::cache::key::{PageKeyParts, normalize_path};
+use crate::cache::key::{PageKeyParts, canonical_header_value, normalize_path};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo};
 use crate::cache::{Entry, Generations, PutOutcome};
-use crate::manifest::{CachePolicy, CacheTimes, RouteError, RouteMatch};
+use crate::manifest::{CachePolicy, CacheTimes, MAX_URL_LEN, RouteError, RouteMatch};
 use crate::origin::{Answer, Directives, OriginError};
 use crate::pool::RenderError;
 use serde_json::{Map, Value};
@@ -33,7 +33,7 @@ pub enum PageError {
 
 /// The shared outcome of one render flight: the page as an entry (stored or not), so that
 /// hits and renders are served by the same code without copying.
-pub type PageOutcome = Result<Arc<Entry>, Arc<PageError>>;
+pub type PageOutcome = Result<Flown, Arc<PageError>>;
 
 /// How a page was served: the `X-Mizan-Cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +95,56 @@ impl PageRequest<'_> {
 pub struct Target {
     /// The page key (empty for no-store pages, which have none).
     key: String,
-    /// The normalised path and query.
+    /// The normalised path and the canonical declared query: all a render sees of the URL.
     url: String,
     /// The route match.
     matched: RouteMatch,
     /// The route's vary headers, lower case.
     vary: Vec<String>,
+    /// The declared vary headers this request carries, canonical values: they reach the
+    /// render (`input.headers`) and the origin, as they reach the key.
+    headers: Vec<(String, String)>,
     /// A dependency is never cached: neither is the page.
     no_store: bool,
 }
 
+impl Target {
+    /// Bytes it holds, for the memo's bound.
+    pub(crate) fn weight(&self) -> usize {
+        let json = |m: &Map<String, Value>| m.iter().map(|(k, v)| k.len() + v.to_string().len() + 32).sum::<usize>();
+        self.key.len()
+            + self.url.len()
+            + self.matched.canonical_query.len()
+            + json(&self.matched.params)
+            + json(&self.matched.query)
+            + self.matched.deps.iter().map(|(c, p)| c.len() + json(p) + 32).sum::<usize>()
+    }
+}
+
+/// What may be done with a rendered page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Stored and served to everyone.
+    Stored,
+    /// Served to everyone waiting on it, not stored (the generations could not be read, or
+    /// the status is not cacheable).
+    Shared,
+    /// Served only to the request it was rendered for, with `no-store`: a dependency is never
+    /// cached, or the origin marked an answer `private` / `no-store`.
+    Private,
+}
+
+/// A flight's page and what may be done with it.
+#[derive(Debug, Clone)]
+pub struct Flown {
+    /// The page.
+    pub page: Arc<Entry>,
+    /// Whether it may be stored or shared.
+    pub sharing: Sharing,
+}
+
 /// Longest lifetime (ttl, swr or sie) a page or data entry gets: one year.
 pub const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
-
-/// Bound of the request-target memo.
-pub const MAX_TARGETS: usize = 100_000;
 
 /// Cookie and Authorization, forwarded to the origin for no-store pages only.
 const CREDENTIALS: [&str; 2] = ["cookie", "authorization"];
@@ -130,8 +165,11 @@ fn storable(status: u16) -> bool {
 impl Node {
     /// Where a request goes: its route match, page key and vary headers. Memoised by the raw
     /// target for routes that vary on no header, so a repeated URL skips routing and key
-    /// derivation (the hit path).
+    /// derivation (the hit path). An over-long target is refused before anything else.
     fn target(&self, request: &PageRequest<'_>) -> Result<Arc<Target>, Arc<PageError>> {
+        if request.path.len() + request.query.len() >= MAX_URL_LEN {
+            return Err(Arc::new(RouteError::BadUrl("longer than 4096 bytes").into()));
+        }
         let joined;
         let raw: &str = if request.query.is_empty() {
             request.path
@@ -139,8 +177,8 @@ impl Node {
             joined = format!("{}?{}", request.path, request.query);
             &joined
         };
-        if let Some(target) = self.targets.pin().get(raw) {
-            return Ok(target.clone());
+        if let Some(target) = self.targets.get(raw) {
+            return Ok(target);
         }
         let bad = || Arc::new(PageError::from(RouteError::BadUrl("malformed path")));
         let path = normalize_path(request.path).map_err(|_| bad())?;
@@ -150,13 +188,17 @@ impl Node {
         let no_store =
             route.data.iter().any(|d| matches!(self.manifest.contexts[&d.context].cache, CachePolicy::Never(_)));
         let vary: Vec<String> = route.vary.iter().map(|v| v.to_ascii_lowercase()).collect();
+        let headers: Vec<(String, String)> = vary
+            .iter()
+            .filter_map(|name| Some((name.clone(), canonical_header_value(request.header(name)?))))
+            .collect();
         let key = if no_store {
             String::new()
         } else {
             let parts = PageKeyParts::normalized(
                 &self.manifest.site,
                 "GET",
-                path,
+                path.clone(),
                 request.query,
                 &route.query,
                 &route.vary,
@@ -164,13 +206,11 @@ impl Node {
             );
             self.keys.page_key(&parts)
         };
-        let target = Arc::new(Target { key, url, matched, vary, no_store });
+        // The render sees only what the key holds: the path and the canonical declared query.
+        let url = if matched.canonical_query.is_empty() { path } else { format!("{path}?{}", matched.canonical_query) };
+        let target = Arc::new(Target { key, url, matched, vary, headers, no_store });
         if target.vary.is_empty() {
-            let targets = self.targets.pin();
-            if targets.len() >= MAX_TARGETS {
-                targets.clear(); // hostile or endless URLs cannot grow it without bound
-            }
-            targets.insert(raw.to_string(), target.clone());
+            self.targets.insert(raw, target.clone());
         }
         Ok(target)
     }
@@ -200,14 +240,11 @@ impl Node {
         let vary = target.vary.clone();
 
         if target.no_store {
-            self.stats.bypass.fetch_add(1, Ordering::Relaxed);
             let credentials: Vec<(String, String)> = CREDENTIALS
                 .iter()
                 .filter_map(|name| request.header(name).map(|v| (name.to_string(), v.to_string())))
                 .collect();
-            let (page, _) =
-                self.render("", &target.url, target.matched.clone(), None, credentials).await.map_err(Arc::new)?;
-            return Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary });
+            return self.private_render(&target, credentials).await;
         }
 
         let key = &target.key;
@@ -245,12 +282,22 @@ impl Node {
         }
 
         let (node, flight) = (self.clone(), target.clone());
-        let (outcome, _) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
+        let (outcome, leader) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(RenderError::PoolClosed.into())));
         match (outcome, cached) {
-            (Ok(page), _) => {
+            (Ok(Flown { page, sharing: Sharing::Private }), _) => {
+                // The origin marked an answer private: the page belongs to the request it was
+                // rendered for, never to the others that waited on it.
+                if leader {
+                    self.stats.bypass.fetch_add(1, Ordering::Relaxed);
+                    Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary })
+                } else {
+                    self.private_render(&target, Vec::new()).await
+                }
+            }
+            (Ok(flown), _) => {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                Ok(Served { page, state: CacheState::Miss, age_s: 0, vary })
+                Ok(Served { page: flown.page, state: CacheState::Miss, age_s: 0, vary })
             }
             (Err(error), Some(entry)) if freshness == Freshness::StaleIfError => {
                 tracing::warn!(%key, error = %error, "serving stale: the origin or the render failed");
@@ -260,6 +307,17 @@ impl Node {
             }
             (Err(error), _) => Err(error),
         }
+    }
+
+    /// A render for one request alone, never stored nor shared (`BYPASS`, `no-store`).
+    async fn private_render(
+        &self,
+        target: &Target,
+        credentials: Vec<(String, String)>,
+    ) -> Result<Served, Arc<PageError>> {
+        self.stats.bypass.fetch_add(1, Ordering::Relaxed);
+        let (page, _) = self.render("", target, None, credentials).await.map_err(Arc::new)?;
+        Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary: target.vary.clone() })
     }
 
     /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
@@ -274,11 +332,10 @@ impl Node {
                 None
             }
         };
-        let (page, storable_lifetimes) =
-            self.render(key, &target.url, target.matched.clone(), generations, Vec::new()).await.map_err(Arc::new)?;
+        let (page, sharing) = self.render(key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
         let page = shareable(page);
-        if !storable_lifetimes || !storable(page.meta.status) {
-            return Ok(page);
+        if sharing != Sharing::Stored {
+            return Ok(Flown { page, sharing });
         }
         match self.store.put((*page).clone()).await {
             Ok(PutOutcome::Stored) => {}
@@ -288,30 +345,36 @@ impl Node {
             }
             Err(e) => self.store_failed("put", &e),
         }
-        Ok(page)
+        Ok(Flown { page, sharing })
     }
 
     /// Fetches the dependencies and renders. Returns the page as an entry under `key`, and
-    /// whether it may be stored (no no-store dependency, and the generations were read).
+    /// what may be done with it: stored (no no-store dependency or answer, the generations
+    /// were read, a cacheable status), shared only, or private to this request.
     async fn render(
         &self,
         key: &str,
-        url: &str,
-        matched: RouteMatch,
+        target: &Target,
         generations: Option<Generations>,
         credentials: Vec<(String, String)>,
-    ) -> Result<(Arc<Entry>, bool), PageError> {
+    ) -> Result<(Arc<Entry>, Sharing), PageError> {
+        let matched = &target.matched;
         let route = &self.manifest.routes[matched.index];
+        // What reaches the origin beside the params: the visitor's credentials (never-cached
+        // pages only) and the declared vary headers, which the page key already holds.
+        let mut forwarded = credentials;
+        forwarded.extend(target.headers.iter().cloned());
         let fetches = matched
             .deps
             .iter()
-            .map(|(context, params)| self.dependency(context, params, generations.as_ref(), &credentials));
+            .map(|(context, params)| self.dependency(context, params, generations.as_ref(), &forwarded));
         let answers = futures_util::future::join_all(fetches).await;
         let mut input = PageInput {
-            url: url.to_string(),
+            url: target.url.clone(),
             route: route.path.clone(),
             params: matched.params.clone(),
             query: matched.query.clone(),
+            headers: target.headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect(),
             ..PageInput::default()
         };
         let bundle = self.bundles.get(&route.bundle);
@@ -348,18 +411,26 @@ impl Node {
         let body = bytes::Bytes::from(rendered.html.into_bytes());
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
         let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
-        let storable = lifetimes.is_some() && generations.is_some();
+        let sharing = match (lifetimes, &generations) {
+            (None, _) => Sharing::Private,
+            (Some(_), Some(_)) if storable(rendered.status) => Sharing::Stored,
+            (Some(_), _) => Sharing::Shared,
+        };
         let meta = Meta {
             v: 1,
             kind: Kind::Page,
             key: key.to_string(),
             status: rendered.status,
-            headers: rendered.headers,
+            headers: page_headers(rendered.headers, &route.bundle, &route.page),
             created_at: self.clock.now(),
             ttl_s: ttl,
             swr_s: swr,
             sie_s: sie,
-            deps: matched.deps.into_iter().map(|(context, params)| Dependency { context, params }).collect(),
+            deps: matched
+                .deps
+                .iter()
+                .map(|(context, params)| Dependency { context: context.clone(), params: params.clone() })
+                .collect(),
             etag: Some(etag),
             render: bundle.map(|b| RenderInfo {
                 framework: b.framework.clone(),
@@ -370,7 +441,7 @@ impl Node {
             stale_at: None,
             extra: Map::new(),
         };
-        Ok((Arc::new(Entry { body, meta }), storable))
+        Ok((Arc::new(Entry { body, meta }), sharing))
     }
 
     /// One dependency: from the data cache when fresh, else from the origin (and into the
@@ -380,10 +451,12 @@ impl Node {
         context: &str,
         params: &Map<String, Value>,
         generations: Option<&Generations>,
-        credentials: &[(String, String)],
+        forwarded: &[(String, String)],
     ) -> Result<(Answer, Directives), OriginError> {
         let policy = self.manifest.contexts[context].cache;
-        let cacheable = matches!(policy, CachePolicy::Cached(_)) && credentials.is_empty();
+        // An answer fetched with credentials or vary headers is not the answer the data key
+        // names (context and params alone): it is neither read from nor written to the cache.
+        let cacheable = matches!(policy, CachePolicy::Cached(_)) && forwarded.is_empty();
         // Derived only for contexts that may be cached: never-cached ones have no key.
         let key = cacheable.then(|| self.keys.data_key(context, params));
         if let Some(key) = &key {
@@ -398,7 +471,7 @@ impl Node {
                 Err(e) => self.store_failed("get", &e),
             }
         }
-        let fetched = self.origin.fetch(context, params, credentials).await?;
+        let fetched = self.origin.fetch(context, params, forwarded).await?;
         if let (Some(key), false, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
             (key, fetched.directives.no_store, &fetched.answer, policy, generations)
         {
@@ -427,6 +500,28 @@ impl Node {
         }
         Ok((fetched.answer, fetched.directives))
     }
+}
+
+/// Headers the node writes itself, or that describe one connection: a bundle's own are
+/// dropped (a `content-length` that disagrees with the body, a `connection: close`, a second
+/// `etag`).
+const NODE_OWNED_HEADERS: [&str; 6] = ["content-length", "etag", "age", "vary", "x-mizan-cache", "date"];
+
+/// The headers a bundle set that a page may carry: valid names and values, nothing
+/// hop-by-hop, nothing the node writes itself.
+fn page_headers(headers: Vec<(String, String)>, bundle: &str, page: &str) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(name, value)| {
+            let valid = http::HeaderName::try_from(name.as_str()).is_ok() && http::HeaderValue::try_from(value.as_str()).is_ok();
+            let lower = name.to_ascii_lowercase();
+            let owned = crate::origin::proxy::is_hop_by_hop(&lower) || NODE_OWNED_HEADERS.contains(&lower.as_str());
+            if !valid || owned {
+                tracing::warn!(%bundle, %page, header = %name, "a header the page set was dropped (invalid, hop-by-hop or the node's own)");
+            }
+            valid && !owned
+        })
+        .collect()
 }
 
 /// A page a flight hands to every request coalesced on it, and to the cache: without

@@ -1,9 +1,15 @@
 //! The reverse proxy for the manifest's `proxy` paths (mutations and other origin routes):
-//! the request and the response stream through unbuffered, hop-by-hop headers are dropped in
-//! both directions (RFC 9110 §7.6.1), and the origin learns who asked through
-//! `X-Forwarded-*`.
+//! which request paths may reach the origin at all ([`check_path`]), the headers that cross
+//! in each direction (hop-by-hop dropped, RFC 9110 §7.6.1), and the `X-Forwarded-*` headers
+//! the node writes itself ([`Forwarding`]).
+//!
+//! The path the prefix check approves is exactly the path forwarded: it is normalised first
+//! and refused when it cannot be normalised safely, so no encoding can walk out of a prefix
+//! after the check (`/api/%2e%2e/_mizan/ctx/cart`).
 
+use crate::cache::key::normalize_path;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [&str; 9] = [
@@ -17,6 +23,136 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Whether `name` (lower case) is a hop-by-hop header.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
+/// Headers about the client and the way it came that only the node may write: a visitor's own
+/// values are dropped, never passed along.
+const FORWARDING: [&str; 6] =
+    ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-real-ip"];
+
+/// Why a request path may not be proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyRefusal {
+    /// The path cannot be normalised safely; the words say why.
+    #[error("refused proxy path: {0}")]
+    Unsafe(&'static str),
+}
+
+/// What the proxy does with a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyDecision {
+    /// Not a proxied path: the page router handles it.
+    Page,
+    /// Forward to the origin with exactly this path.
+    Forward(String),
+    /// It aims at a proxied prefix but cannot be forwarded safely: 400.
+    Refuse(ProxyRefusal),
+}
+
+/// Whether `path` lies under `prefix`, at a segment boundary: `/api/` and `/api` both cover
+/// `/api/x`, and neither covers `/apix`.
+fn under(path: &str, prefix: &str) -> bool {
+    let base = prefix.trim_end_matches('/');
+    path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Decides what happens to a request for `raw` (the path as sent) given the manifest's
+/// `prefixes`. A path is proxied when it lies under a prefix as sent or once normalised
+/// (so `/x/../api/y` cannot slip past as a page either); it is then forwarded only if
+/// [`check_path`] accepts it, with the path that function returns.
+pub fn decide(raw: &str, prefixes: &[String]) -> ProxyDecision {
+    if prefixes.is_empty() {
+        return ProxyDecision::Page;
+    }
+    let lenient = normalize_path(raw).ok();
+    let aims = |p: &str| prefixes.iter().any(|prefix| under(p, prefix));
+    if !aims(raw) && !lenient.as_deref().is_some_and(aims) {
+        return ProxyDecision::Page;
+    }
+    match check_path(raw) {
+        Ok(path) if aims(&path) => ProxyDecision::Forward(path),
+        Ok(_) => ProxyDecision::Refuse(ProxyRefusal::Unsafe("the path leaves the proxied prefix")),
+        Err(e) => ProxyDecision::Refuse(e),
+    }
+}
+
+/// The normalised form of a path the proxy may forward, or why it may not.
+///
+/// Percent-encodings of unreserved characters are decoded and the others upper-cased (the
+/// rules of page keys, docs/protocol.md). Refused: anything but printable ASCII, a bad or
+/// double percent-encoding (`%25`), an encoded `/` or `\` (`%2F`, `%5C`), a NUL (`%00`), a
+/// backslash, a `;` (path parameters, read by some origins as part of the path), an empty
+/// segment (`//`) and a dot segment, however encoded. What is returned is what the HTTP
+/// client sends: it holds nothing a URL parser would rewrite.
+pub fn check_path(raw: &str) -> Result<String, ProxyRefusal> {
+    let unsafe_ = |why| Err(ProxyRefusal::Unsafe(why));
+    if !raw.starts_with('/') {
+        return unsafe_("the path must start with '/'");
+    }
+    if raw.bytes().any(|b| !b.is_ascii_graphic()) {
+        return unsafe_("a byte outside printable ASCII");
+    }
+    if raw.contains('\\') {
+        return unsafe_("a backslash");
+    }
+    if raw.contains(';') {
+        return unsafe_("a ';' (path parameters)");
+    }
+    let bytes = raw.as_bytes();
+    for (i, _) in raw.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+        if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return unsafe_("a bad percent-encoding");
+        }
+        match (hex[0].to_ascii_uppercase(), hex[1].to_ascii_uppercase()) {
+            (b'2', b'F') => return unsafe_("an encoded '/'"),
+            (b'5', b'C') => return unsafe_("an encoded '\\'"),
+            (b'2', b'5') => return unsafe_("a double percent-encoding"),
+            (b'0', b'0') => return unsafe_("an encoded NUL"),
+            (b'0' | b'1', _) | (b'7', b'F') => return unsafe_("an encoded control character"),
+            _ => {}
+        }
+    }
+    // Decodes the unreserved encodings (`%2e` is `.`) and upper-cases the rest, but resolves
+    // nothing: dot segments are refused, never resolved.
+    let decoded = decode_unreserved(raw);
+    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+        return unsafe_("a dot segment");
+    }
+    if decoded[1..].split('/').rev().skip(1).any(str::is_empty) {
+        return unsafe_("an empty segment ('//')");
+    }
+    Ok(decoded)
+}
+
+fn decode_unreserved(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // Every '%' was checked to start a valid encoding.
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            let value = digit(bytes[i + 1]) << 4 | digit(bytes[i + 2]);
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                out.push(value as char);
+            } else {
+                out.push('%');
+                out.push(bytes[i + 1].to_ascii_uppercase() as char);
+                out.push(bytes[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
 
 /// `headers` without hop-by-hop headers, those the `Connection` header names, and `extra`.
 pub fn end_to_end(headers: &HeaderMap, extra: &[&str]) -> HeaderMap {
@@ -37,20 +173,59 @@ pub fn end_to_end(headers: &HeaderMap, extra: &[&str]) -> HeaderMap {
     out
 }
 
-/// Adds `X-Forwarded-For` (appending to one already there), `-Host` and `-Proto`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: Option<&HeaderValue>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(xff, value);
+/// Where the node sits, for the `X-Forwarded-*` headers it writes to the origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The public scheme and host (`--public-url https://shop.example`), when a TLS
+    /// terminator or load balancer sits in front of the node. Without it: `http` and the
+    /// request's own `Host` (or HTTP/2 `:authority`).
+    pub public: Option<(String, String)>,
+    /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxy`): the node appends the
+    /// peer to their chain. Any other peer's chain is replaced by the peer's address.
+    pub trusted: Vec<IpAddr>,
+}
+
+impl Forwarding {
+    /// Parses `--public-url`: `scheme://host[:port]`, nothing after the authority.
+    pub fn public_url(url: &str) -> Result<(String, String), String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?} is not scheme://host"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("{url:?}: the scheme must be http or https"));
+        }
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains(['/', '?', '#', '@']) || HeaderValue::from_str(host).is_err() {
+            return Err(format!("{url:?}: expected scheme://host[:port] and nothing after it"));
+        }
+        Ok((scheme, host.to_string()))
     }
-    if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+
+    /// Drops every forwarding header the visitor sent and writes the node's own:
+    /// `X-Forwarded-For` (the peer, appended to a trusted proxy's chain), `X-Forwarded-Host`
+    /// and `X-Forwarded-Proto` (from `--public-url`, else the request).
+    pub fn apply(&self, headers: &mut HeaderMap, peer: IpAddr, host: Option<&HeaderValue>) {
+        let prior = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_string);
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+        let chain = match prior {
+            Some(prior) if self.trusted.contains(&peer) => format!("{prior}, {peer}"),
+            _ => peer.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        }
+        let (proto, host) = match &self.public {
+            Some((scheme, host)) => (scheme.as_str(), HeaderValue::from_str(host).ok()),
+            None => ("http", host.cloned()),
+        };
+        if let Some(host) = host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if let Ok(proto) = HeaderValue::from_str(proto) {
+            headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+        }
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
 }
 
 #[cfg(test)]
@@ -71,11 +246,68 @@ mod tests {
     }
 
     #[test]
-    fn appends_to_forwarded_for() {
+    fn a_visitors_forwarding_headers_never_reach_the_origin() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), Some(&HeaderValue::from_static("shop.example")));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4;host=evil.example"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        Forwarding::default().apply(&mut h, peer, None);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(h.get("x-forwarded-host").is_none() && h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_its_chain_and_the_public_url_names_the_site() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let forwarding =
+            Forwarding { public: Some(Forwarding::public_url("https://shop.example/").unwrap()), trusted: vec![peer] };
+        forwarding.apply(&mut h, peer, Some(&HeaderValue::from_static("node.internal")));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(
+            (&h["x-forwarded-host"], &h["x-forwarded-proto"]),
+            (&"shop.example".parse().unwrap(), &"https".parse().unwrap())
+        );
+        assert!(Forwarding::public_url("ftp://x").is_err());
+        assert!(Forwarding::public_url("https://x/path").is_err());
+    }
+
+    #[test]
+    fn the_prefix_check_cannot_be_walked_out_of() {
+        let prefixes = vec!["/api/".to_string()];
+        let refused = [
+            "/api/../_mizan/ctx/cart",
+            "/api/%2e%2e/_mizan/ctx/cart",
+            "/api/%2E./_mizan/ctx/cart",
+            "/api/.%2e/_mizan/ctx/cart",
+            "/api/%252e%252e/_mizan/ctx/cart",
+            "/api/..%2f_mizan/ctx/cart",
+            "/api/%2F..%2F_mizan",
+            "/api/..\\_mizan",
+            "/api//_mizan/ctx/cart",
+            "/api/./echo",
+            "/api/echo%00",
+            "/api/echo;jsessionid=1",
+            "/api/%5c..%5c_mizan",
+            "/api/%zz",
+            "/x/../api/echo",
+        ];
+        for raw in refused {
+            assert!(matches!(decide(raw, &prefixes), ProxyDecision::Refuse(_)), "{raw} must be refused");
+        }
+        assert_eq!(decide("/api/echo", &prefixes), ProxyDecision::Forward("/api/echo".into()));
+        assert_eq!(decide("/api/%65cho", &prefixes), ProxyDecision::Forward("/api/echo".into()));
+        assert_eq!(decide("/api/a%c3%a9", &prefixes), ProxyDecision::Forward("/api/a%C3%A9".into()));
+        assert_eq!(decide("/apix/echo", &prefixes), ProxyDecision::Page, "a prefix ends at a segment");
+        assert_eq!(decide("/api", &prefixes), ProxyDecision::Forward("/api".into()));
+        assert_eq!(decide("/products/1", &prefixes), ProxyDecision::Page);
+        let bare = vec!["/api".to_string()];
+        assert_eq!(decide("/apix", &bare), ProxyDecision::Page);
+        assert_eq!(decide("/api/x", &bare), ProxyDecision::Forward("/api/x".into()));
     }
 }

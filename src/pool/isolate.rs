@@ -9,6 +9,7 @@ use crate::abi::{RawRendered, Rendered};
 use crate::js;
 use deno_core::error::{CoreError, CoreErrorKind};
 use deno_core::{JsRuntime, PollEventLoopOptions, RuntimeOptions, scope, v8};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// Options of every render isolate: restored from the app `snapshot`, or none to build it.
@@ -36,19 +37,41 @@ pub(crate) fn internal_fn(rt: &mut JsRuntime, name: &'static str) -> Result<v8::
 pub(crate) fn error_text(error: CoreError) -> String {
     match *error.0 {
         // `.stack` is the error's own text and frames ("Error: boom\n    at f (file:///…)").
-        CoreErrorKind::Js(js) => js.stack.clone().unwrap_or_else(|| js.to_string()),
+        CoreErrorKind::Js(js) => {
+            let mut text = js.stack.clone().unwrap_or_else(|| js.exception_message.clone());
+            // A syntax error has no stack, only where V8 stopped parsing: name it like a frame,
+            // with the source line, so the file, line and column are in the message.
+            if !text.contains("\n    at ")
+                && let Some(frame) = js.frames.first()
+                && let (Some(file), Some(line)) = (&frame.file_name, frame.line_number)
+            {
+                text.push_str(&format!("\n    at {file}:{line}:{}", frame.column_number.unwrap_or(0)));
+                if let Some(source) = &js.source_line {
+                    text.push_str(&format!("\n    {}", source.trim_end()));
+                }
+            }
+            text
+        }
         other => other.to_string(),
     }
 }
 
-/// A render isolate, ready to render any bundle of its snapshot. The pool owns one per
-/// worker thread; it is public for embedders and benchmarks that drive one directly.
-/// `!Send`: create and use it on one thread, inside a tokio runtime.
+/// A render isolate, ready to render the bundles of its snapshot (the pool gives each bundle
+/// a snapshot and isolates of its own). Public for embedders and benchmarks that drive one
+/// directly. `!Send`: create and use it on one thread, inside a tokio runtime.
+///
+/// Between two renders nothing of the first runs: when a render settles, the microtasks it
+/// queued run, the timers it left are cancelled, and if anything is still pending (an op, a
+/// message port) the isolate is marked [`Isolate::tainted`] for the pool to replace.
 pub struct Isolate {
     runtime: JsRuntime,
     render_fn: v8::Global<v8::Function>,
+    settle_fn: v8::Global<v8::Function>,
+    handle: v8::IsolateHandle,
     /// Renders done by this isolate, for recycling.
     pub(crate) renders: u64,
+    /// A render left work behind that could run during the next one: replace the isolate.
+    pub(crate) tainted: bool,
     /// Set when a render reached the heap limit and was terminated.
     heap_exceeded: std::rc::Rc<std::cell::Cell<bool>>,
     max_heap: usize,
@@ -70,23 +93,65 @@ impl Isolate {
         });
         let init = internal_fn(&mut runtime, "init").map_err(RenderError::Setup)?;
         let render_fn = internal_fn(&mut runtime, "render").map_err(RenderError::Setup)?;
+        let settle_fn = internal_fn(&mut runtime, "settle").map_err(RenderError::Setup)?;
+        let handle = runtime.v8_isolate().thread_safe_handle();
         {
             scope!(scope, &mut runtime);
             let init = v8::Local::new(scope, init);
             let undefined = v8::undefined(scope).into();
             init.call(scope, undefined, &[]).ok_or_else(|| RenderError::Setup("__mizan.init() threw".into()))?;
         }
-        Ok(Self { runtime, render_fn, renders: 0, heap_exceeded, max_heap })
+        // Entered only while it renders: a worker holds one isolate per bundle on one thread.
+        // SAFETY: the constructor left this isolate entered on this thread; it is exited
+        // once, here, and every later use enters and exits it in LIFO order ([`Entered`]).
+        unsafe { runtime.v8_isolate().exit() };
+        Ok(Self { runtime, render_fn, settle_fn, handle, renders: 0, tainted: false, heap_exceeded, max_heap })
     }
 
     /// A handle another thread can stop this isolate's JavaScript with.
-    pub(crate) fn handle(&mut self) -> v8::IsolateHandle {
-        self.runtime.v8_isolate().thread_safe_handle()
+    pub(crate) fn handle(&self) -> &v8::IsolateHandle {
+        &self.handle
+    }
+
+    /// Whether a render left work behind (see [`Isolate`]); such an isolate must not render
+    /// again.
+    pub fn tainted(&self) -> bool {
+        self.tainted
+    }
+
+    /// Runs what the last render queued and cancels what it scheduled, so nothing of it runs
+    /// during the next render; marks the isolate tainted if anything is still pending.
+    fn settle(&mut self) {
+        let cancelled = {
+            scope!(scope, &mut self.runtime);
+            scope.perform_microtask_checkpoint();
+            let settle = v8::Local::new(scope, &self.settle_fn);
+            let undefined = v8::undefined(scope).into();
+            settle.call(scope, undefined, &[]).and_then(|n| n.uint32_value(scope))
+        };
+        match cancelled {
+            None => self.tainted = true,
+            Some(0) => {}
+            Some(n) => tracing::debug!(timers = n, "cancelled the timers a render left behind"),
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default()) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => {
+                tracing::warn!(error = %error_text(e), "a render left a failing task behind; the isolate is replaced");
+                self.tainted = true;
+            }
+            Poll::Pending => {
+                tracing::debug!("a render left work pending; the isolate is replaced");
+                self.tainted = true;
+            }
+        }
     }
 
     /// Renders `page` of `bundle`; `input_json` is the ABI input as JSON text
     /// ([`crate::abi::input_json`]).
     pub async fn render(&mut self, bundle: &str, page: &str, input_json: &str) -> Result<Rendered, RenderError> {
+        let _entered = Entered::new(self.runtime.v8_isolate());
         self.renders += 1;
         let started = Instant::now();
         let args = {
@@ -109,6 +174,7 @@ impl Isolate {
             }
         })?;
         let elapsed = started.elapsed();
+        self.settle();
         scope!(scope, &mut self.runtime);
         let local = v8::Local::new(scope, value);
         let raw: RawRendered = serde_v8::from_v8(scope, local).map_err(|e| RenderError::BadOutput {
@@ -124,5 +190,35 @@ impl Isolate {
             }
         })?;
         Ok(Rendered { status, headers: raw.headers.into_vec(), html: raw.html, elapsed })
+    }
+}
+
+impl Drop for Isolate {
+    fn drop(&mut self) {
+        // rusty_v8 exits the isolate as it disposes it, so it must be the entered one.
+        // SAFETY: at rest no isolate of this thread is entered (see `Isolate::new`); entering
+        // this one makes it current for its own disposal, which exits it.
+        unsafe { self.runtime.v8_isolate().enter() };
+    }
+}
+
+/// Keeps an isolate entered on this thread for as long as it lives, including when a render
+/// future is dropped half-way (a deadline): V8 needs the isolate it runs to be the current one,
+/// and a worker thread holds several.
+struct Entered(*mut v8::Isolate);
+
+impl Entered {
+    fn new(isolate: &mut v8::Isolate) -> Self {
+        // SAFETY: the isolate outlives the guard (the guard lives inside a `&mut self`
+        // method of its owner), and entries nest LIFO on this thread.
+        unsafe { isolate.enter() };
+        Self(isolate)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: see `Entered::new`; this exits the entry `new` made.
+        unsafe { (*self.0).exit() };
     }
 }

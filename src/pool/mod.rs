@@ -1,9 +1,17 @@
-//! The isolate pool: N render threads, each owning one isolate restored from the app
-//! snapshot, behind a bounded queue.
+//! The isolate pool: N render threads behind a bounded queue; each thread owns one isolate
+//! per bundle, all restored from the one app snapshot.
+//!
+//! Bundles never share an isolate: nothing a render of one bundle sets on `globalThis` or a
+//! prototype is seen by another bundle's renders. (Top-level code of every bundle runs once,
+//! at start-up, into the snapshot; [`snapshot::build`] reports what it changed of the shared
+//! globals.) Within a bundle, module
+//! state persists between renders ([`Isolation::Module`], as in Workers) unless the manifest
+//! asks for a fresh isolate per render ([`Isolation::Render`]); no timer, microtask or pending
+//! task of one render ever runs during another ([`Isolate`]).
 //!
 //! Handlers see only [`Pool`], which is `Send + Sync`; isolates never leave their thread.
 //! A render that fails (the bundle threw, bad output) answers its caller with a
-//! [`RenderError`], and the worker replaces its isolate, so a faulty render cannot leave
+//! [`RenderError`], and the worker replaces that isolate, so a faulty render cannot leave
 //! state behind for the next one. Isolates are also recycled after a number of renders.
 
 mod error;
@@ -16,7 +24,7 @@ pub use snapshot::BundleSource;
 
 use crate::abi::{PageInput, Rendered};
 pub use isolate::Isolate;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -54,6 +62,19 @@ impl Default for PoolConfig {
     }
 }
 
+/// What one bundle's renders share (the manifest bundle's `isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Renders of the bundle share its module state (what top-level code built, caches), as
+    /// Workers do; the default.
+    #[default]
+    Module,
+    /// Every render starts from a fresh isolate of the bundle's snapshot: for apps that keep
+    /// per-visitor state in module globals. The replacement is made after the answer is sent.
+    Render,
+}
+
 /// Counters of a pool since it started.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -86,6 +107,10 @@ impl Pool {
     /// Builds the app snapshot of `bundles` and starts the workers; returns once every worker
     /// has its isolate, or with the first error (a bundle that does not load, say).
     pub fn start(config: PoolConfig, bundles: &[BundleSource]) -> Result<Self, RenderError> {
+        // One snapshot holds every bundle: V8 shares one read-only heap per process, so
+        // isolates restored from two different snapshots cannot be alive at once (it crashes).
+        // Each bundle still renders only in isolates of its own, so no render of one bundle
+        // can reach another's.
         let started = Instant::now();
         let snapshot = snapshot::build(bundles)?;
         tracing::info!(
@@ -94,6 +119,11 @@ impl Pool {
             ms = started.elapsed().as_millis() as u64,
             "app snapshot built"
         );
+        let snapshots: HashMap<Arc<str>, BundleSnapshot> = bundles
+            .iter()
+            .map(|b| (Arc::from(b.name.as_str()), BundleSnapshot { bytes: snapshot, isolation: b.isolation }))
+            .collect();
+        let snapshots = Arc::new(snapshots);
         let workers = config.workers.max(1);
         let capacity = config.queue.max(1);
         let (tx, rx) = async_channel::bounded::<Job>(capacity);
@@ -109,10 +139,10 @@ impl Pool {
                 timeout: config.render_timeout,
                 watch: watchdog.watch(index),
             };
-            let (rx, ready, stats) = (rx.clone(), ready_tx.clone(), stats.clone());
+            let (rx, ready, stats, snapshots) = (rx.clone(), ready_tx.clone(), stats.clone(), snapshots.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("mizan-render-{index}"))
-                .spawn(move || worker(index, snapshot, rx, ready, stats, limits))
+                .spawn(move || worker(index, &snapshots, rx, ready, stats, limits))
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
             handles.push(handle);
         }
@@ -179,6 +209,12 @@ impl Drop for Pool {
     }
 }
 
+/// A bundle's snapshot and how its renders are isolated.
+struct BundleSnapshot {
+    bytes: &'static [u8],
+    isolation: Isolation,
+}
+
 /// What bounds one worker's renders.
 struct Limits {
     max_heap: usize,
@@ -189,7 +225,7 @@ struct Limits {
 
 fn worker(
     index: usize,
-    snapshot: &'static [u8],
+    snapshots: &HashMap<Arc<str>, BundleSnapshot>,
     queue: async_channel::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), RenderError>>,
     stats: Arc<PoolStats>,
@@ -203,14 +239,16 @@ fn worker(
         }
     };
     tokio.block_on(async move {
-        let mut isolate = match Isolate::new(snapshot, limits.max_heap) {
-            Ok(isolate) => isolate,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        limits.watch.isolate(isolate.handle());
+        let mut isolates = HashMap::with_capacity(snapshots.len());
+        for (name, snapshot) in snapshots {
+            match Isolate::new(snapshot.bytes, limits.max_heap) {
+                Ok(isolate) => isolates.insert(name.clone(), isolate),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+        }
         let _ = ready.send(Ok(()));
         drop(ready);
         let mut seq = 0u64;
@@ -218,8 +256,13 @@ fn worker(
             if job.reply.is_closed() {
                 continue; // the caller went away while the job was queued
             }
+            let (Some(isolate), Some(snapshot)) = (isolates.get_mut(&job.bundle), snapshots.get(&job.bundle)) else {
+                // Pool::render checks the name; a job for another bundle cannot be queued.
+                let _ = job.reply.send(Err(RenderError::PoolClosed));
+                continue;
+            };
             seq += 1;
-            limits.watch.arm(seq, limits.timeout);
+            limits.watch.arm(seq, limits.timeout, isolate.handle().clone());
             let render = isolate.render(&job.bundle, &job.page, &job.input);
             let outcome = tokio::time::timeout(limits.timeout, render).await;
             let terminated = limits.watch.disarm(seq);
@@ -234,7 +277,11 @@ fn worker(
                 Ok(result) => result,
             };
             // A terminated isolate may still be terminating: never reuse it.
-            let recycle = result.is_err() || terminated || isolate.renders >= limits.max_renders;
+            let recycle = result.is_err()
+                || terminated
+                || isolate.tainted()
+                || isolate.renders >= limits.max_renders
+                || snapshot.isolation == Isolation::Render;
             match &result {
                 Ok(_) => stats.rendered.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
@@ -244,15 +291,14 @@ fn worker(
             };
             let _ = job.reply.send(result);
             if recycle {
-                drop(isolate);
-                isolate = match Isolate::new(snapshot, limits.max_heap) {
-                    Ok(fresh) => fresh,
+                isolates.remove(&job.bundle);
+                match Isolate::new(snapshot.bytes, limits.max_heap) {
+                    Ok(fresh) => isolates.insert(job.bundle.clone(), fresh),
                     Err(e) => {
                         tracing::error!(worker = index, error = %e, "cannot replace isolate; worker stops");
                         return;
                     }
                 };
-                limits.watch.isolate(isolate.handle());
                 stats.recycled.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -18,6 +18,8 @@ pub struct BundleSource {
     pub code: String,
     /// Hex SHA-256 of `code`, recorded with every page rendered from it.
     pub hash: String,
+    /// What its renders share (the manifest bundle's `isolation`; default: module state).
+    pub isolation: super::Isolation,
 }
 
 impl BundleSource {
@@ -31,7 +33,7 @@ impl BundleSource {
         let hash = format!("{:x}", Sha256::digest(code.as_bytes()));
         // Canonical, so that the module specifier V8 sees is exactly the one registered.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Ok(Self { name: name.into(), path, code, hash })
+        Ok(Self { name: name.into(), path, code, hash, isolation: super::Isolation::default() })
     }
 }
 

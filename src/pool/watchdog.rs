@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 struct Slot {
     /// The render in flight: its sequence number and deadline.
     armed: Option<(u64, Instant)>,
-    /// The current isolate of the worker.
+    /// The isolate of the render in flight.
     handle: Option<v8::IsolateHandle>,
 }
 
@@ -29,14 +29,11 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// The worker has a new isolate.
-    pub fn isolate(&self, handle: v8::IsolateHandle) {
-        self.lock().handle = Some(handle);
-    }
-
-    /// Render `seq` starts and must end within `timeout`.
-    pub fn arm(&self, seq: u64, timeout: Duration) {
-        self.lock().armed = Some((seq, Instant::now() + timeout));
+    /// Render `seq` starts on the isolate of `handle` and must end within `timeout`.
+    pub fn arm(&self, seq: u64, timeout: Duration, handle: v8::IsolateHandle) {
+        let mut slot = self.lock();
+        slot.armed = Some((seq, Instant::now() + timeout));
+        slot.handle = Some(handle);
     }
 
     /// Render `seq` ended. Returns whether the watchdog terminated it.

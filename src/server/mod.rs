@@ -8,6 +8,7 @@ mod proxy;
 
 use crate::cache::purge::PurgeRequest;
 use crate::node::Node;
+use crate::origin::proxy::ProxyDecision;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -34,8 +35,13 @@ async fn dispatch(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    if node.is_proxied(request.uri().path()) {
-        return proxy::forward(&node, client, request).await;
+    match crate::origin::proxy::decide(request.uri().path(), &node.manifest.proxy) {
+        ProxyDecision::Forward(path) => return proxy::forward(&node, client, &path, request).await,
+        ProxyDecision::Refuse(refusal) => {
+            tracing::warn!(path = %request.uri().path(), %refusal, "proxy request refused");
+            return errors::page(StatusCode::BAD_REQUEST, "This address cannot be forwarded.");
+        }
+        ProxyDecision::Page => {}
     }
     match *request.method() {
         Method::GET | Method::HEAD => pages::serve(&node, request).await,

@@ -22,7 +22,9 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
     };
     let page = &served.page;
     let etag = page.meta.etag.as_deref().unwrap_or("");
+    // RFC 9110 §15.4.5: 304 stands for a 200, never for a cached 404.
     let not_modified = served.state != CacheState::Bypass
+        && (200..300).contains(&page.meta.status)
         && !etag.is_empty()
         && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let body = if head || not_modified { Body::empty() } else { Body::from(page.body.clone()) };

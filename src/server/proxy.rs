@@ -4,7 +4,7 @@
 use super::errors;
 use crate::cache::invalidate;
 use crate::node::Node;
-use crate::origin::proxy::{add_forwarded, end_to_end};
+use crate::origin::proxy::end_to_end;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -13,13 +13,24 @@ use futures_util::TryStreamExt as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-pub async fn forward(node: &Node, client: SocketAddr, request: Request) -> Response {
+/// Forwards `request` to the origin under `path`, the normalised path the prefix check
+/// approved ([`crate::origin::proxy::decide`]), never the raw one.
+pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{}", node.origin.config().base.trim_end_matches('/'), path_and_query);
+    let base = node.origin.config().base.trim_end_matches('/');
+    let url = match parts.uri.query() {
+        Some(query) => format!("{base}{path}?{query}"),
+        None => format!("{base}{path}"),
+    };
+    // HTTP/2 has no Host header: the authority is in the request target.
+    let host = parts
+        .headers
+        .get("host")
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok()));
     // The origin's own header is honoured on responses only; never pass one along.
     let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate"]);
-    add_forwarded(&mut headers, client.ip(), parts.headers.get("host"));
+    node.forwarding.apply(&mut headers, client.ip(), host.as_ref());
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
     let answer = node.origin.client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;
     let answer = match answer {

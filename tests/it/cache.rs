@@ -22,12 +22,12 @@ pub async fn memory() -> Backend {
 
 pub async fn sqlite() -> Backend {
     let path = scratch(&format!("conformance-{}-{}.db", std::process::id(), now_ms()));
-    Backend { store: Arc::new(SqliteStore::open(&path).unwrap()), _redis: None }
+    Backend { store: Arc::new(SqliteStore::open(&path, "conformance").unwrap()), _redis: None }
 }
 
 pub async fn redis() -> Backend {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), "conformance").await.unwrap();
     Backend { store: Arc::new(store), _redis: Some(server) }
 }
 
@@ -303,11 +303,11 @@ async fn sqlite_store_survives_a_restart() {
     let path = scratch(&format!("restart-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, "shop").unwrap();
         put_ok(&store, entry("kept", vec![dep("c", json!({"id": 1}))], b"body")).await;
         store.purge("other", &Map::new(), PurgeMode::Hard).await.unwrap();
     }
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, "shop").unwrap();
     assert_eq!(&*store.get("kept").await.unwrap().unwrap().body, b"body");
     assert_eq!(store.generations(&["other".into()]).await.unwrap()["other"], 1, "generations persist too");
     assert_eq!(store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
@@ -317,7 +317,7 @@ async fn sqlite_store_survives_a_restart() {
 async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
     let path = scratch(&format!("damaged-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, "shop").unwrap();
     put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
     put_ok(&store, entry("bad", vec![dep("c", json!({}))], b"ok")).await;
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -332,7 +332,7 @@ async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
 async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
     let path = scratch(&format!("garbage-{}.db", std::process::id()));
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-    let err = SqliteStore::open(&path).err().unwrap();
+    let err = SqliteStore::open(&path, "shop").err().unwrap();
     assert!(matches!(err, CacheError::Corrupt { store: "sqlite", .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()) && text.contains("not a database"), "{text}");
@@ -341,27 +341,28 @@ async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
 #[tokio::test]
 async fn redis_drops_a_damaged_entry() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
-    put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
+    let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
+    put_ok(&store, entry("mz1:p:good", vec![dep("c", json!({}))], b"ok")).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // Entry `mz1:p:<k>` of site `shop` lives under `mz1:shop:p:<k>`.
     let damaged = b"\x00\x00\x00\x07garbagebody".as_slice();
-    let _: () = redis::cmd("SET").arg("bad").arg(damaged).query_async(&mut raw).await.unwrap();
-    assert_eq!(store.get("bad").await.unwrap(), None);
-    let exists: bool = redis::cmd("EXISTS").arg("bad").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("SET").arg("mz1:shop:p:bad").arg(damaged).query_async(&mut raw).await.unwrap();
+    assert_eq!(store.get("mz1:p:bad").await.unwrap(), None);
+    let exists: bool = redis::cmd("EXISTS").arg("mz1:shop:p:bad").query_async(&mut raw).await.unwrap();
     assert!(!exists, "the damaged entry is removed");
     // A key of another type under an entry's name reads as a miss, and a put replaces it.
-    let _: () = redis::cmd("HSET").arg("wrong").arg("f").arg("v").query_async(&mut raw).await.unwrap();
-    assert_eq!(store.get("wrong").await.unwrap(), None);
-    put_ok(&store, entry("wrong", vec![dep("c", json!({}))], b"fixed")).await;
-    assert_eq!(&*store.get("wrong").await.unwrap().unwrap().body, b"fixed");
-    assert!(store.get("good").await.unwrap().is_some());
+    let _: () = redis::cmd("HSET").arg("mz1:shop:p:wrong").arg("f").arg("v").query_async(&mut raw).await.unwrap();
+    assert_eq!(store.get("mz1:p:wrong").await.unwrap(), None);
+    put_ok(&store, entry("mz1:p:wrong", vec![dep("c", json!({}))], b"fixed")).await;
+    assert_eq!(&*store.get("mz1:p:wrong").await.unwrap().unwrap().body, b"fixed");
+    assert!(store.get("mz1:p:good").await.unwrap().is_some());
 }
 
 #[tokio::test]
 async fn redis_going_away_fails_fast_and_recovers_when_it_returns() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
     put_ok(&store, entry("k", vec![dep("c", json!({}))], b"x")).await;
     server.kill();
     let err = store.get("k").await.unwrap_err();
@@ -379,4 +380,146 @@ async fn redis_going_away_fails_fast_and_recovers_when_it_returns() {
     assert!(recovered, "the store did not recover after Redis came back");
     put_ok(&store, entry("k2", vec![dep("c", json!({}))], b"y")).await;
     assert_eq!(&*store.get("k2").await.unwrap().unwrap().body, b"y");
+}
+
+// Sites sharing one backend: the manifests of two sites ("shop" and "blog") on one Redis or
+// one SQLite file. Their page keys differ (the site is in the HMAC), but their data keys, their
+// tags and their contexts do not, and a purge of one must never reach the other.
+
+/// The same protocol keys (a page key and a data key, as if both sites derived them with one
+/// secret) with the same dependencies, put by both sites; then purges and a remove by `shop`.
+async fn sites_sharing_a_backend_never_touch_each_other(shop: &dyn Store, blog: &dyn Store) {
+    const PAGE: &str = "mz1:p:5e1f0a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
+    const DATA: &str = "mz1:d:9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
+    let contexts = vec!["product_detail".to_string(), "product_list".to_string()];
+    let page =
+        |body: &[u8]| entry(PAGE, vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))], body);
+    let data = |body: &[u8]| {
+        let mut e = entry(DATA, vec![dep("product_detail", json!({"id": 1}))], body);
+        e.meta.kind = Kind::Data;
+        e
+    };
+    for (store, body) in [(shop, b"shop"), (blog, b"blog")] {
+        put_ok(store, page(body)).await;
+        put_ok(store, data(body)).await;
+    }
+    let body = |e: Option<Arc<Entry>>| e.map(|e| e.body.to_vec());
+    // Same keys, separate entries.
+    assert_eq!(body(shop.get(PAGE).await.unwrap()), Some(b"shop".to_vec()));
+    assert_eq!(body(blog.get(PAGE).await.unwrap()), Some(b"blog".to_vec()));
+    assert_eq!(body(blog.get(DATA).await.unwrap()), Some(b"blog".to_vec()));
+    let blog_before = blog.generations(&contexts).await.unwrap();
+    assert_eq!(blog_before.values().copied().collect::<Vec<_>>(), [0, 0]);
+
+    // The attack: shop purges `product_detail;id=1`.
+    assert_eq!(shop.purge("product_detail", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 2);
+    assert_eq!(present(shop, &[PAGE, DATA]).await, [false, false]);
+    assert_eq!(body(blog.get(PAGE).await.unwrap()), Some(b"blog".to_vec()), "shop's purge removed blog's page");
+    assert_eq!(body(blog.get(DATA).await.unwrap()), Some(b"blog".to_vec()), "shop's purge removed blog's data");
+    assert_eq!(blog.generations(&contexts).await.unwrap(), blog_before, "shop's purge moved blog's generations");
+    assert_eq!(shop.generations(&contexts).await.unwrap()["product_detail"], 1);
+    // A blog render that started before shop's purge still stores.
+    let mut late = page(b"blog again");
+    late.meta.generation = blog_before.clone();
+    put_ok(blog, late).await;
+
+    // Soft and whole-context purges, and a remove, by shop: nothing of blog's moves either.
+    put_ok(shop, {
+        let mut e = page(b"shop again");
+        e.meta.generation = shop.generations(&contexts).await.unwrap();
+        e
+    })
+    .await;
+    assert_eq!(shop.purge("product_list", &Map::new(), PurgeMode::Soft).await.unwrap(), 1);
+    assert!(shop.get(PAGE).await.unwrap().unwrap().meta.stale_at.is_some());
+    assert_eq!(blog.get(PAGE).await.unwrap().unwrap().meta.stale_at, None, "shop's soft purge marked blog's page");
+    shop.remove(PAGE).await.unwrap();
+    assert_eq!(shop.purge("product_detail", &Map::new(), PurgeMode::Hard).await.unwrap(), 0);
+    assert_eq!(present(blog, &[PAGE, DATA]).await, [true, true]);
+    assert_eq!(blog.generations(&contexts).await.unwrap(), blog_before);
+
+    // Blog's own tags are intact: its purge finds both of its entries, and nothing of shop's.
+    put_ok(shop, {
+        let mut e = data(b"shop");
+        e.meta.generation = shop.generations(&["product_detail".to_string()]).await.unwrap();
+        e
+    })
+    .await;
+    assert_eq!(blog.purge("product_detail", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 2);
+    assert_eq!(present(blog, &[PAGE, DATA]).await, [false, false]);
+    assert_eq!(body(shop.get(DATA).await.unwrap()), Some(b"shop".to_vec()), "blog's purge removed shop's data");
+    assert_eq!(shop.generations(&contexts).await.unwrap().values().copied().collect::<Vec<_>>(), [2, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sites_sharing_one_server_never_purge_each_other() {
+    let server = RedisServer::start();
+    let shop = RedisStore::connect(&server.url(), "shop").await.unwrap();
+    let blog = RedisStore::connect(&server.url(), "blog").await.unwrap();
+    sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
+    // Every key either site wrote is under its prefix `mz1:<site>:`.
+    put_ok(&shop, entry("mz1:p:layout", vec![dep("cart", json!({"user": "u1"}))], b"x")).await;
+    shop.purge("cart", &obj(json!({"user": "u2"})), PurgeMode::Soft).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
+    keys.sort();
+    assert!(keys.iter().all(|k| k.starts_with("mz1:shop:") || k.starts_with("mz1:blog:")), "{keys:?}");
+    for key in [
+        "mz1:shop:p:layout",
+        "mz1:shop:k:p:layout",
+        "mz1:shop:t:c:cart",
+        "mz1:shop:t:c:cart:user=\"u1\"",
+        "mz1:shop:gen",
+        "mz1:blog:gen",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sites_sharing_one_file_never_purge_each_other() {
+    let path = scratch(&format!("shared-{}-{}.db", std::process::id(), now_ms()));
+    let shop = SqliteStore::open(&path, "shop").unwrap();
+    let blog = SqliteStore::open(&path, "blog").unwrap();
+    sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+    let sites: Vec<String> = raw
+        .prepare("SELECT DISTINCT site FROM generations ORDER BY site")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(sites, ["blog", "shop"]);
+}
+
+#[tokio::test]
+async fn a_site_that_cannot_namespace_keys_is_refused() {
+    let path = scratch(&format!("bad-site-{}-{}.db", std::process::id(), now_ms()));
+    for site in ["shop:blog", "my shop", "", "shop/x", "mz1:*", "caf\u{e9}"] {
+        let err = SqliteStore::open(&path, site).err().unwrap();
+        assert!(matches!(&err, CacheError::Site(s) if s == site), "{site:?}: {err:?}");
+        assert!(err.to_string().contains("A-Z a-z 0-9 _ . -"), "{err}");
+        // Refused before any connection is tried (nothing listens on port 1).
+        let err = RedisStore::connect("redis://127.0.0.1:1/", site).await.err().unwrap();
+        assert!(matches!(&err, CacheError::Site(s) if s == site), "{site:?}: {err:?}");
+    }
+    for site in ["shop", "my-shop.example_2", "A.b-C_9"] {
+        SqliteStore::open(&path, site).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_of_schema_version_1_is_refused_with_its_path() {
+    let path = scratch(&format!("v1-{}-{}.db", std::process::id(), now_ms()));
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("CREATE TABLE entries (key TEXT PRIMARY KEY); PRAGMA user_version = 1;").unwrap();
+    drop(raw);
+    let err = SqliteStore::open(&path, "shop").err().unwrap();
+    assert!(matches!(err, CacheError::Corrupt { store: "sqlite", .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()) && text.contains("schema version 1"), "{text}");
 }

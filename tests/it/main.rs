@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod common;
 mod e2e;
+mod isolation;
 mod parity;
 mod pool;
 mod render;

@@ -97,3 +97,28 @@ fn keys_and_canonical_forms_match_the_pinned_vectors() {
     let mismatches = mismatches.into_inner();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// How many pinned values `keys.json` holds, counted the way `independent.mjs` counts its
+/// checks: both subkeys, each JCS canonical form, each data key, each page's three canonical
+/// parts and key, and each `same_as` claim.
+fn pinned_values(doc: &Value) -> usize {
+    let section = |name: &str| doc[name].as_array().unwrap();
+    let same_as = section("data").iter().chain(section("page")).filter(|v| v.get("same_as").is_some()).count();
+    2 + section("jcs").len() + section("data").len() + 4 * section("page").len() + same_as
+}
+
+#[test]
+fn an_independent_implementation_of_the_spec_computes_the_pinned_vectors() {
+    let vectors = root().join("tests/vectors/keys.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&vectors).unwrap()).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(root().join("tests/vectors/independent.mjs"))
+        .arg(&vectors)
+        .output()
+        .expect("node is on PATH (scripts/setup)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "independent.mjs disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(report["mismatches"], serde_json::json!([]), "{stdout}");
+    assert_eq!(report["checked"], pinned_values(&doc), "independent.mjs must check every pinned value");
+}

@@ -154,6 +154,8 @@ impl Harness {
             pool: PoolConfig { workers: 2, queue: 256, ..PoolConfig::default() },
             secret: SECRET.as_bytes().to_vec(),
             dev: false,
+            forwarding: Default::default(),
+            memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
         };
         let node = Node::start(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
