@@ -118,6 +118,37 @@ function register(name, namespace) {
   bundles.set(name, entry);
 }
 
+// Own property names of the globals every bundle of a node shares, as the last shape() saw
+// them: bundles evaluate one after another in one realm at start-up.
+const SHARED = [
+  ["globalThis", globalThis],
+  ["Object.prototype", Object.prototype],
+  ["Array.prototype", Array.prototype],
+  ["Function.prototype", Function.prototype],
+  ["String.prototype", String.prototype],
+  ["Promise.prototype", Promise.prototype],
+];
+let lastShape = null;
+
+/**
+ * Called from Rust before and after each bundle loads: the names added to or removed from the
+ * shared globals since the last call, comma-separated ("" when nothing changed).
+ */
+function shape() {
+  const now = SHARED.map(([label, object]) => [label, new Set(Reflect.ownKeys(object).map(String))]);
+  const changes = [];
+  if (lastShape !== null) {
+    for (let i = 0; i < now.length; i++) {
+      const [label, names] = now[i];
+      const before = lastShape[i][1];
+      for (const name of names) if (!before.has(name)) changes.push(`+${label}.${name}`);
+      for (const name of before) if (!names.has(name)) changes.push(`-${label}.${name}`);
+    }
+  }
+  lastShape = now;
+  return changes.join(", ");
+}
+
 /** Called from Rust once per isolate, after it was created from the snapshot. */
 function init() {
   performance.setTimeOrigin();
@@ -164,7 +195,7 @@ function settle() {
 }
 
 ObjectDefineProperty(globalThis, "__mizan", {
-  value: ObjectFreeze({ register, init, render, settle }),
+  value: ObjectFreeze({ register, init, render, settle, shape }),
   enumerable: false,
   writable: false,
   configurable: false,

@@ -49,24 +49,38 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts a server without persistence on a free port.
     pub fn start() -> Self {
-        let mut server = Self { child: None, port: free_port() };
+        let mut server = Self { child: None, port: free_port(), password: None };
         server.spawn();
         server
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// Starts a server that requires `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Self {
+        let mut server = Self { child: None, port: free_port(), password: Some(password.to_string()) };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/`, with the password when it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
         command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
         self.child = Some(spawn_ready(command, "redis-server", |line| line.contains("Ready to accept connections")));
     }
 

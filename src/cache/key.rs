@@ -228,7 +228,8 @@ const QUERY_ENCODE: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The declared query parameters of `raw_query` (parsed as `application/x-www-form-urlencoded`,
-/// so `+` is a space), sorted by name then value, each RFC 3986 encoded, joined with `&`.
+/// so `+` is a space), sorted by the UTF-8 bytes of the decoded name, then value (code-point
+/// order, not UTF-16 order), each RFC 3986 encoded, joined with `&`.
 /// Undeclared names are dropped: they cannot bust or poison the cache.
 pub fn canonical_query(raw_query: &str, declared: &[String]) -> String {
     let mut pairs: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
@@ -240,14 +241,16 @@ pub fn canonical_query(raw_query: &str, declared: &[String]) -> String {
     pairs.iter().map(|(n, v)| format!("{}={}", encode(n), encode(v))).collect::<Vec<_>>().join("&")
 }
 
-/// A header value as page keys hold it: trimmed, runs of spaces and tabs collapsed to one.
+/// A header value as page keys hold it: spaces and tabs trimmed, and each run of them inside
+/// collapsed to one space. Nothing else counts as whitespace here (docs/protocol.md, "Keys").
 pub fn canonical_header_value(value: &str) -> String {
-    value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+    value.split([' ', '\t']).filter(|word| !word.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
-/// The declared vary headers: lower-case name, value trimmed with inner whitespace runs
-/// collapsed to one space, sorted, `name=value` joined with `\n`. Absent headers are left
-/// out; a present, empty one is `name=`.
+/// The declared vary headers: lower-case name, value as [`canonical_header_value`] has it,
+/// `name=value` lines sorted and joined with `\n`. Absent headers are left out; a present,
+/// empty one is `name=`. A route names each header once (the manifest refuses repeats), so
+/// each header contributes at most one line.
 pub fn canonical_vary<'h>(declared: &[String], header: impl Fn(&str) -> Option<&'h str>) -> String {
     let mut lines: Vec<String> = declared
         .iter()
@@ -258,13 +261,13 @@ pub fn canonical_vary<'h>(declared: &[String], header: impl Fn(&str) -> Option<&
         })
         .collect();
     lines.sort();
-    lines.dedup();
     lines.join("\n")
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn refuses_short_and_example_secrets() {
@@ -305,5 +308,169 @@ mod tests {
             _ => None,
         };
         assert_eq!(canonical_vary(&declared, header), "accept-language=en-GB, en;q=0.8");
+    }
+
+    #[test]
+    fn canonical_query_sorts_by_utf8_bytes_not_utf16_units() {
+        // U+FF5E is EF BD 9E in UTF-8 and sorts before U+1F600 (F0 9F 98 80); in UTF-16 the
+        // astral character's surrogate D83D would sort first.
+        let declared = vec!["q".to_string()];
+        for raw in ["q=%F0%9F%98%80&q=%EF%BD%9E", "q=%EF%BD%9E&q=%F0%9F%98%80"] {
+            assert_eq!(canonical_query(raw, &declared), "q=%EF%BD%9E&q=%F0%9F%98%80");
+        }
+    }
+
+    #[test]
+    fn header_values_trim_and_collapse_only_spaces_and_tabs() {
+        assert_eq!(canonical_header_value(" \t a \t\t b  c\t"), "a b c");
+        assert_eq!(canonical_header_value(" \t "), "");
+        // LF, CR, FF and VT are not the spec's whitespace: kept as they are.
+        assert_eq!(canonical_header_value(" \x0cCHF\r "), "\x0cCHF\r");
+        assert_eq!(canonical_header_value("a\n b\x0b\tc"), "a\n b\x0b c");
+        let declared = vec!["x-currency".to_string()];
+        assert_eq!(canonical_vary(&declared, |_| Some("\x0c CHF \r")), "x-currency=\x0c CHF \r");
+    }
+
+    /// Cases for the property tests; failures are not persisted to files (the shrunk input is
+    /// in the failure message).
+    pub(crate) fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    /// One piece of a hostile request path: separators, dot segments plain and encoded, encoded
+    /// separators, double encodings, unreserved characters encoded, bad encodings, characters
+    /// a URL parser rewrites, and raw or encoded non-ASCII.
+    fn hostile_piece() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "/",
+            "/",
+            "/",
+            "//",
+            ".",
+            "..",
+            "/./",
+            "/../",
+            "%2e",
+            "%2E",
+            "%2e%2E",
+            ".%2e",
+            "%2f",
+            "%2F",
+            "%5c",
+            "%5C",
+            "%25",
+            "%252e",
+            "%2525",
+            "%41",
+            "%61",
+            "%7e",
+            "%7E",
+            "%2d",
+            "%5F",
+            "%30",
+            "%00",
+            "%01",
+            "%1f",
+            "%7f",
+            "%20",
+            "%3f",
+            "%23",
+            "%3b",
+            "%c3%a9",
+            "%C3%A9",
+            "%e2%82%ac",
+            "%",
+            "%4",
+            "%zz",
+            "%g0",
+            "a",
+            "B",
+            "z9",
+            "~",
+            "-",
+            "_",
+            "api",
+            "API",
+            "x",
+            "\\",
+            ";",
+            " ",
+            "\t",
+            "?",
+            "#",
+            "\"",
+            "{",
+            "}",
+            "<",
+            ">",
+            "`",
+            "^",
+            "|",
+            "[",
+            "]",
+            "@",
+            ":",
+            "=",
+            "&",
+            "+",
+            "$",
+            "!",
+            "'",
+            "(",
+            ")",
+            "*",
+            ",",
+            "é",
+            "\u{1F600}",
+            "\u{7f}",
+            "\u{0}",
+        ];
+        let encode = |bytes: &[u8], upper: bool| -> String {
+            bytes.iter().map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect()
+        };
+        prop_oneof![
+            6 => prop::sample::select(PIECES).prop_map(str::to_string),
+            1 => (any::<u8>(), any::<bool>()).prop_map(move |(b, upper)| encode(&[b], upper)),
+            1 => (any::<char>(), any::<bool>()).prop_map(move |(c, upper)| {
+                encode(c.encode_utf8(&mut [0; 4]).as_bytes(), upper)
+            }),
+        ]
+    }
+
+    /// A hostile request path of fewer than `pieces` pieces: mostly starting with '/', sometimes
+    /// not.
+    pub(crate) fn hostile_path(pieces: usize) -> impl Strategy<Value = String> {
+        let tail = move || prop::collection::vec(hostile_piece(), 0..pieces).prop_map(|pieces| pieces.concat());
+        prop_oneof![9 => tail().prop_map(|t| format!("/{t}")), 1 => tail()]
+    }
+
+    fn is_upper_hex(b: u8) -> bool {
+        b.is_ascii_digit() || (b'A'..=b'F').contains(&b)
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn normalize_path_is_idempotent_and_canonical(raw in hostile_path(12)) {
+            let Ok(path) = normalize_path(&raw) else { return Ok(()) };
+            prop_assert_eq!(normalize_path(&path).ok(), Some(path.clone()), "not idempotent for {:?}", raw);
+            prop_assert!(path.starts_with('/'), "{:?} -> {:?}", raw, path);
+            prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{:?} -> {:?}", raw, path);
+            prop_assert!(
+                path.split('/').all(|segment| segment != "." && segment != ".."),
+                "a dot segment survives: {:?} -> {:?}", raw, path
+            );
+            let bytes = path.as_bytes();
+            for (i, _) in path.match_indices('%') {
+                let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+                prop_assert!(
+                    hex.len() == 2 && hex.iter().all(|&b| is_upper_hex(b)),
+                    "'%' at {} not followed by two upper-case hex digits: {:?} -> {:?}", i, raw, path
+                );
+                let value = u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap();
+                prop_assert!(!is_unreserved(value), "an encoded unreserved character: {:?} -> {:?}", raw, path);
+            }
+        }
     }
 }

@@ -83,11 +83,13 @@ pub fn decide(raw: &str, prefixes: &[String]) -> ProxyDecision {
 /// The normalised form of a path the proxy may forward, or why it may not.
 ///
 /// Percent-encodings of unreserved characters are decoded and the others upper-cased (the
-/// rules of page keys, docs/protocol.md). Refused: anything but printable ASCII, a bad or
-/// double percent-encoding (`%25`), an encoded `/` or `\` (`%2F`, `%5C`), a NUL (`%00`), a
-/// backslash, a `;` (path parameters, read by some origins as part of the path), an empty
-/// segment (`//`) and a dot segment, however encoded. What is returned is what the HTTP
-/// client sends: it holds nothing a URL parser would rewrite.
+/// rules of page keys, docs/protocol.md), and the characters a URL parser would encode in a
+/// path (`"` `<` `>` `` ` `` `{` `}`) are encoded. Refused: anything but printable ASCII, a bad
+/// or double percent-encoding (`%25`), an encoded `/` or `\` (`%2F`, `%5C`), a NUL (`%00`), a
+/// backslash, a `;` (path parameters, read by some origins as part of the path), a `?` or `#`
+/// (a URL parser ends the path there), an empty segment (`//`) and a dot segment, however
+/// encoded. What is returned is what the HTTP client sends: it holds nothing a URL parser
+/// would rewrite.
 pub fn check_path(raw: &str) -> Result<String, ProxyRefusal> {
     let unsafe_ = |why| Err(ProxyRefusal::Unsafe(why));
     if !raw.starts_with('/') {
@@ -101,6 +103,9 @@ pub fn check_path(raw: &str) -> Result<String, ProxyRefusal> {
     }
     if raw.contains(';') {
         return unsafe_("a ';' (path parameters)");
+    }
+    if raw.contains(['?', '#']) {
+        return unsafe_("a '?' or '#' (not part of a path)");
     }
     let bytes = raw.as_bytes();
     for (i, _) in raw.match_indices('%') {
@@ -146,6 +151,11 @@ fn decode_unreserved(raw: &str) -> String {
                 out.push(bytes[i + 2].to_ascii_uppercase() as char);
             }
             i += 3;
+        } else if matches!(bytes[i], b'"' | b'<' | b'>' | b'`' | b'{' | b'}') {
+            // A URL parser encodes these in a path (WHATWG path percent-encode set): encoded
+            // here, what is checked is what is sent.
+            out.push_str(&format!("%{:02X}", bytes[i]));
+            i += 1;
         } else {
             out.push(bytes[i] as char);
             i += 1;
@@ -231,6 +241,8 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::key::tests::{config, hostile_path};
+    use proptest::prelude::*;
 
     #[test]
     fn drops_hop_by_hop_and_connection_named_headers() {
@@ -296,6 +308,8 @@ mod tests {
             "/api/%5c..%5c_mizan",
             "/api/%zz",
             "/x/../api/echo",
+            "/api/echo?",
+            "/api/echo#x",
         ];
         for raw in refused {
             assert!(matches!(decide(raw, &prefixes), ProxyDecision::Refuse(_)), "{raw} must be refused");
@@ -303,11 +317,79 @@ mod tests {
         assert_eq!(decide("/api/echo", &prefixes), ProxyDecision::Forward("/api/echo".into()));
         assert_eq!(decide("/api/%65cho", &prefixes), ProxyDecision::Forward("/api/echo".into()));
         assert_eq!(decide("/api/a%c3%a9", &prefixes), ProxyDecision::Forward("/api/a%C3%A9".into()));
+        // Found by the property test below: sent as is, these would not be the path the HTTP
+        // client forwards (it encodes them, or ends the path at `?`).
+        assert_eq!(decide("/api/{\"a\"}", &prefixes), ProxyDecision::Forward("/api/%7B%22a%22%7D".into()));
+        assert_eq!(decide("/api/<`x`>", &prefixes), ProxyDecision::Forward("/api/%3C%60x%60%3E".into()));
         assert_eq!(decide("/apix/echo", &prefixes), ProxyDecision::Page, "a prefix ends at a segment");
         assert_eq!(decide("/api", &prefixes), ProxyDecision::Forward("/api".into()));
         assert_eq!(decide("/products/1", &prefixes), ProxyDecision::Page);
         let bare = vec!["/api".to_string()];
         assert_eq!(decide("/apix", &bare), ProxyDecision::Page);
         assert_eq!(decide("/api/x", &bare), ProxyDecision::Forward("/api/x".into()));
+    }
+
+    /// A raw path aiming at (or near) the proxy prefixes, or anywhere at all.
+    fn proxied_raw() -> impl Strategy<Value = String> {
+        let lead = prop::sample::select(
+            &["/api", "/api/", "/apix", "/API/", "/api/v1/", "/x/../api/", "/api/../", "/%61pi/", "/api%2f", ""][..],
+        );
+        // Short tails reach the origin more often; long ones hold more tricks at once.
+        let tail = || prop_oneof![hostile_path(4), hostile_path(12)];
+        prop_oneof![
+            3 => (lead.clone(), tail()).prop_map(|(lead, tail)| format!("{lead}{}", tail.trim_start_matches('/'))),
+            1 => (lead, tail()).prop_map(|(lead, tail)| format!("{lead}{tail}")),
+            1 => tail(),
+        ]
+    }
+
+    /// Proxy prefix lists as manifests declare them (each starting with '/').
+    fn prefix_lists() -> impl Strategy<Value = Vec<String>> {
+        const PREFIXES: &[&str] = &["/api", "/api/", "/apix", "/API/", "/api/v1", "/", "/a/b/", "/%61pi/"];
+        prop::sample::subsequence(PREFIXES, 1..=3).prop_map(|p| p.into_iter().map(str::to_string).collect())
+    }
+
+    /// Written out apart from [`under`], so that the properties do not trust it.
+    fn lies_under(path: &str, prefix: &str) -> bool {
+        let base = prefix.trim_end_matches('/');
+        path == base || path.starts_with(&format!("{base}/"))
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn a_forwarded_path_is_checked_under_a_prefix_and_sent_as_is(
+            raw in proxied_raw(),
+            prefixes in prefix_lists(),
+        ) {
+            let ProxyDecision::Forward(p) = decide(&raw, &prefixes) else { return Ok(()) };
+            prop_assert!(prefixes.iter().any(|prefix| lies_under(&p, prefix)), "{:?} -> {:?} is under no prefix", raw, p);
+            prop_assert_eq!(check_path(&p), Ok(p.clone()), "check_path is not idempotent for {:?}", raw);
+            prop_assert_eq!(normalize_path(&p).ok(), Some(p.clone()), "not a normalised path: {:?} -> {:?}", raw, p);
+            let segments: Vec<&str> = p[1..].split('/').collect();
+            prop_assert!(segments.iter().all(|s| *s != "." && *s != ".."), "a dot segment: {:?} -> {:?}", raw, p);
+            prop_assert!(
+                segments[..segments.len() - 1].iter().all(|s| !s.is_empty()),
+                "an empty segment: {:?} -> {:?}", raw, p
+            );
+            let url = url::Url::parse(&format!("http://origin.test{p}"));
+            prop_assert!(url.is_ok(), "{:?} -> {:?} is no URL path: {:?}", raw, p, url);
+            let url = url.unwrap();
+            prop_assert_eq!(
+                (url.path(), url.query(), url.fragment()),
+                (p.as_str(), None, None),
+                "the HTTP client would not send the checked path: {:?}", raw
+            );
+        }
+
+        #[test]
+        fn nothing_under_a_prefix_slips_to_the_page_router(raw in proxied_raw(), prefixes in prefix_lists()) {
+            let aimed = normalize_path(&raw).is_ok_and(|n| prefixes.iter().any(|prefix| lies_under(&n, prefix)))
+                || prefixes.iter().any(|prefix| lies_under(&raw, prefix));
+            if aimed {
+                prop_assert_ne!(decide(&raw, &prefixes), ProxyDecision::Page, "{:?} reaches the page router", raw);
+            }
+        }
     }
 }

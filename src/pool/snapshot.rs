@@ -59,10 +59,22 @@ pub fn build(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
 async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
     let mut runtime =
         JsRuntimeForSnapshot::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
-    let register = internal_fn(&mut runtime, "register").map_err(RenderError::Setup)?;
+    let loaded = load_all(&mut runtime, bundles).await;
+    // Serialised even when a bundle failed: a snapshot isolate dropped without one is leaked
+    // (and V8 says so on stderr, beside the real error).
+    let snapshot = runtime.snapshot();
+    loaded.map(|()| &*Box::leak(snapshot))
+}
+
+/// Evaluates and registers every bundle in the snapshot runtime; leaves no global handle
+/// alive (V8 refuses to snapshot while one is).
+async fn load_all(runtime: &mut JsRuntimeForSnapshot, bundles: &[BundleSource]) -> Result<(), RenderError> {
+    let register = internal_fn(runtime, "register").map_err(RenderError::Setup)?;
+    let shape = internal_fn(runtime, "shape").map_err(RenderError::Setup)?;
+    call(runtime, &shape, &[]).map_err(RenderError::Setup)?;
     for bundle in bundles {
         let load_error = |message: String| RenderError::BundleLoad { bundle: bundle.name.clone(), message };
-        let namespace = match evaluate(&mut runtime, bundle).await {
+        let namespace = match evaluate(runtime, bundle).await {
             Ok(namespace) => namespace,
             // V8 keeps no stack for errors thrown while a snapshot is being made: evaluate
             // the bundle once more in a plain isolate to report the error with its stack.
@@ -73,21 +85,48 @@ async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderErr
                 return Err(load_error(message));
             }
         };
-        scope!(scope, &mut runtime);
-        v8::tc_scope!(let scope, scope);
-        let register = v8::Local::new(scope, &register);
-        let name = v8::String::new(scope, &bundle.name).ok_or_else(|| load_error("name too long".into()))?;
-        let namespace = v8::Local::new(scope, namespace);
-        let undefined = v8::undefined(scope).into();
-        if register.call(scope, undefined, &[name.into(), namespace.into()]).is_none() {
-            let message =
-                scope.exception().map(|e| e.to_rust_string_lossy(scope)).unwrap_or_else(|| "register() failed".into());
-            return Err(load_error(message));
+        let name = {
+            scope!(scope, runtime);
+            let name = v8::String::new(scope, &bundle.name).ok_or_else(|| load_error("name too long".into()))?;
+            v8::Global::new(scope, v8::Local::<v8::Value>::from(name))
+        };
+        let namespace = {
+            scope!(scope, runtime);
+            let local = v8::Local::new(scope, namespace);
+            v8::Global::new(scope, v8::Local::<v8::Value>::from(local))
+        };
+        call(runtime, &register, &[name, namespace]).map_err(load_error)?;
+        // What the bundle's top-level code changed of the globals every bundle shares.
+        let changed = call(runtime, &shape, &[]).map_err(RenderError::Setup)?;
+        if !changed.is_empty() && bundles.len() > 1 {
+            tracing::warn!(
+                bundle = %bundle.name,
+                changed = %changed,
+                "while loading, this bundle changed shared globals; the other bundles of this node see them"
+            );
         }
     }
-    // V8 refuses to snapshot while a global handle is alive.
-    drop(register);
-    Ok(Box::leak(runtime.snapshot()))
+    Ok(())
+}
+
+/// Calls `function` with `args`; its result as a string, or the exception's text.
+fn call(
+    runtime: &mut JsRuntime,
+    function: &v8::Global<v8::Function>,
+    args: &[v8::Global<v8::Value>],
+) -> Result<String, String> {
+    scope!(scope, runtime);
+    v8::tc_scope!(let scope, scope);
+    let function = v8::Local::new(scope, function);
+    let args: Vec<v8::Local<v8::Value>> = args.iter().map(|a| v8::Local::new(scope, a)).collect();
+    let undefined = v8::undefined(scope).into();
+    match function.call(scope, undefined, &args) {
+        Some(value) if value.is_undefined() => Ok(String::new()),
+        Some(value) => Ok(value.to_rust_string_lossy(scope)),
+        None => {
+            Err(scope.exception().map(|e| e.to_rust_string_lossy(scope)).unwrap_or_else(|| "the call failed".into()))
+        }
+    }
 }
 
 /// Loads and evaluates `bundle` as an ES module; its namespace object, or the error text.

@@ -37,9 +37,35 @@ fn key_page_drops_undeclared_query_and_uses_the_manifest_site() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    assert_eq!(key("/products/42"), key("/products/%34%32?utm_source=mail"));
+    // The key a library call derives from the canonical parts, with the manifest's site.
+    let keys = mizan_render::cache::Keys::from_secret(secret.as_bytes(), false).unwrap();
+    let expected = |site: &str, path: &str, query: &str| {
+        let parts = mizan_render::cache::key::PageKeyParts {
+            site: site.into(),
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            vary: String::new(),
+        };
+        keys.page_key(&parts)
+    };
+    assert_eq!(key("/products/%34%32?utm_source=mail"), expected("example", "/products/42", ""));
+    assert_ne!(key("/products/42"), expected("another-site", "/products/42", ""), "the manifest's site is in the key");
     assert_ne!(key("/products/42"), key("/products/43"));
-    assert!(key("/products").starts_with("mz1:p:"));
+    assert_eq!(key("/search?utm=1&q=b+c&q=a"), expected("example", "/search", "q=a&q=b%20c"), "declared query only");
+}
+
+#[test]
+fn a_secret_file_gives_the_same_keys_as_the_secret_and_neither_is_printed() {
+    let secret = vectors()["secret"].as_str().unwrap().to_string();
+    let file = crate::common::scratch("secret-file");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let from_flag = cli().args(["key", "data", "c", "{}", "--secret", &secret]).output().unwrap();
+    let from_file = cli().args(["key", "data", "c", "{}", "--secret-file"]).arg(&file).output().unwrap();
+    assert!(from_file.status.success(), "{}", String::from_utf8_lossy(&from_file.stderr));
+    assert_eq!(from_flag.stdout, from_file.stdout, "one trailing newline is not part of the secret");
+    let missing = cli().args(["key", "data", "c", "{}", "--secret-file", "/nonexistent/secret"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("reading the secret file /nonexistent/secret"));
 }
 
 #[test]
@@ -93,6 +119,40 @@ async fn serve_runs_the_node_from_its_flags() {
     let _ = child.wait();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_no_secret_and_no_colour_into_a_file() {
+    let password = "redis-password-that-must-not-be-logged";
+    let redis = mizan_render::testing::RedisServer::start_with_password(password);
+    let origin = crate::e2e::harness::Origin::start();
+    let (log, secret_file) = (crate::common::scratch("serve.log"), crate::common::scratch("serve-secret"));
+    std::fs::write(&secret_file, crate::e2e::harness::SECRET).unwrap();
+    // The log goes to a file, as under a service manager: no terminal.
+    let mut command = Command::new("sh");
+    command.args(["-c", "exec \"$0\" \"$@\" 2>\"$LOG\"", env!("CARGO_BIN_EXE_mizan-render")]);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
+    command.arg(root().join("fixtures/manifests/react.json")).arg("--secret-file").arg(&secret_file);
+    command.args(["--store", &redis.url()]).env("LOG", &log).env_remove("MIZAN_SECRET");
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = url.clone();
+    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
+        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
+        if let Some(found) = found {
+            *seen.lock().unwrap() = found.to_string();
+        }
+        found.is_some()
+    });
+    let url = url.lock().unwrap().clone();
+    let page = reqwest::get(format!("{url}/products/5")).await.unwrap();
+    assert_eq!(page.headers()["x-mizan-cache"], "MISS", "the node reached Redis with the password");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("serving") && text.contains("redis://***@127.0.0.1"), "{text}");
+    assert!(!text.contains(password), "the Redis password was logged: {text}");
+    assert!(!text.contains(crate::e2e::harness::SECRET), "the secret was logged");
+    assert!(!text.contains('\x1b'), "colour codes in a log file: {text}");
+}
+
 #[test]
 fn serve_refuses_a_bad_manifest_with_its_path() {
     let dir = crate::common::scratch("bad-manifest");
@@ -107,4 +167,24 @@ fn serve_refuses_a_bad_manifest_with_its_path() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("m.json: bundles: at least one bundle is required"), "{stderr}");
+}
+
+#[test]
+fn a_bundle_that_does_not_parse_is_reported_with_its_place_and_nothing_else() {
+    let dir = crate::common::scratch("syntax-error-manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("m.json");
+    let bundle = root().join("tests/fixtures/bundles/syntax_error.mjs");
+    let text = serde_json::json!({
+        "version": 1, "site": "s", "contexts": {},
+        "bundles": {"app": {"framework": "react", "file": bundle}},
+        "routes": [{"path": "/", "bundle": "app", "page": "Home"}]
+    });
+    std::fs::write(&manifest, text.to_string()).unwrap();
+    let out = cli().args(["render", "--url", "/", "--manifest"]).arg(&manifest).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SyntaxError: Unexpected token '}'"), "{stderr}");
+    assert!(stderr.contains("syntax_error.mjs:6:2"), "file, line and column: {stderr}");
+    assert!(!stderr.contains("leaked"), "V8's own noise reaches the user: {stderr}");
 }

@@ -29,7 +29,7 @@ export function hydrate({ pages, onRecoverableError = (error) => console.error(e
   const tree = createElement(
     Hydrated,
     null,
-    createElement(MizanContext, { store }, createElement(page.component, { params: payload.params, query: payload.query, url: payload.url })),
+    createElement(MizanContext, { store }, createElement(page.component, { params: payload.params, query: payload.query, url: payload.url, headers: payload.headers ?? {} })),
   );
   return hydrateRoot(document.getElementById("root"), tree, { onRecoverableError });
 }

@@ -34,7 +34,7 @@ export function createServerRenderer({ pages }) {
       const tree = createElement(
         MizanContext,
         { store },
-        createElement(page.component, { params: input.params, query: input.query, url: input.url }),
+        createElement(page.component, { params: input.params, query: input.query, url: input.url, headers: input.headers ?? {} }),
       );
       let renderError = null;
       const stream = await renderToReadableStream(tree, {

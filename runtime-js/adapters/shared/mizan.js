@@ -116,7 +116,10 @@ export const DATA_ELEMENT_ID = "__mizan_data";
  * props, and the data it read.
  */
 export function hydrationPayload(input, store) {
-  return { page: input.page, url: input.url, params: input.params, query: input.query, ...store.toJSON() };
+  const payload = { page: input.page, url: input.url, params: input.params, query: input.query };
+  // The declared vary headers, when the request carried any: the page may read them.
+  if (input.headers && Object.keys(input.headers).length > 0) payload.headers = input.headers;
+  return { ...payload, ...store.toJSON() };
 }
 
 /** Reads the hydration payload out of the document. */

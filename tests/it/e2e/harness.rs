@@ -79,12 +79,22 @@ impl Origin {
 
     /// Changes a product at the origin without telling the node.
     pub async fn set_price_quietly(&self, id: u64, price: f64) {
+        self.update_quietly(id, serde_json::json!({ "price": price })).await;
+    }
+
+    /// Changes fields of a product at the origin without telling the node.
+    pub async fn update_quietly(&self, id: u64, fields: Value) {
         reqwest::Client::new()
             .post(format!("{}/api/products/{id}", self.url()))
-            .body(serde_json::json!({ "price": price }).to_string())
+            .body(fields.to_string())
             .send()
             .await
             .unwrap();
+    }
+
+    /// The `Accept-Language` `context` was last fetched with (`null` when none).
+    pub async fn language(&self, context: &str) -> Value {
+        self.call(reqwest::Method::GET, "/_test/stats").await["languages"][context].clone()
     }
 }
 
@@ -134,6 +144,11 @@ impl Harness {
     }
 
     pub async fn start_with(backend: Backend, origin_timeout: Duration) -> Self {
+        Self::start_full(backend, origin_timeout, mizan_render::node::DEFAULT_MEMO_BYTES).await
+    }
+
+    /// A node whose request-target memo holds at most `memo_bytes`.
+    pub async fn start_full(backend: Backend, origin_timeout: Duration, memo_bytes: usize) -> Self {
         let origin = Origin::start();
         let (store, redis) = match backend {
             Backend::Memory => (StoreConfig::Memory(64 << 20), None),
@@ -155,7 +170,7 @@ impl Harness {
             secret: SECRET.as_bytes().to_vec(),
             dev: false,
             forwarding: Default::default(),
-            memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
+            memo_bytes,
         };
         let node = Node::start(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -175,6 +190,36 @@ impl Harness {
             request = request.header(*n, *v);
         }
         read(request.send().await.unwrap()).await
+    }
+
+    /// A GET sent byte for byte as `target` (no URL parser in between, which would resolve
+    /// dot segments and encodings before the node sees them): status, headers, body.
+    pub async fn raw_get(&self, target: &str, headers: &[(&str, &str)]) -> Got {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut request = format!("GET {target} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n");
+        for (n, v) in headers {
+            request.push_str(&format!("{n}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for line in lines {
+            if let Some((n, v)) = line.split_once(':')
+                && let (Ok(n), Ok(v)) =
+                    (reqwest::header::HeaderName::try_from(n.trim()), reqwest::header::HeaderValue::try_from(v.trim()))
+            {
+                headers.append(n, v);
+            }
+        }
+        Got { status, headers, body: body.to_string() }
     }
 
     /// A mutation through the node's proxy.

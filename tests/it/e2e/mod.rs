@@ -2,6 +2,7 @@
 //! miss, hit, a mutation through the proxy that purges, re-renders, stale serving,
 //! coalescing, no-store pages, and a purge racing a slow render.
 
+mod attacks;
 mod faults;
 pub mod harness;
 mod hydrate;
