@@ -8,7 +8,7 @@
 use mizan_render::abi::input_json;
 use mizan_render::manifest::Manifest;
 use mizan_render::oneshot::{OriginAnswer, page_input};
-use mizan_render::pool::{BundleSource, Isolate, Pool, PoolConfig, snapshot};
+use mizan_render::pool::{BundleSource, Isolate, Isolation, Pool, PoolConfig, snapshot};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn main() {
     tokio.block_on(async {
         for _ in 0..50 {
             let t = Instant::now();
-            let isolate = Isolate::new(app_snapshot, 256 << 20).unwrap();
+            let isolate = Isolate::new(app_snapshot, "react_app", 256 << 20).unwrap();
             create.push(ms(t));
             drop(isolate);
         }
@@ -45,7 +45,7 @@ fn main() {
 
     // Pure render: one isolate on this thread, the same JSON input, no queue or thread hop.
     let pure = tokio.block_on(async {
-        let mut isolate = Isolate::new(app_snapshot, 256 << 20).unwrap();
+        let mut isolate = Isolate::new(app_snapshot, "react_app", 256 << 20).unwrap();
         let mut html_len = 0;
         for _ in 0..WARMUP {
             html_len = isolate.render(&name, &page, &json).await.unwrap().html.len();
@@ -82,28 +82,27 @@ fn main() {
 
     // Throughput: one worker per core, enough requests in flight to keep them busy.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX, ..PoolConfig::default() };
-    let pool = Arc::new(Pool::start(config, std::slice::from_ref(&bundle)).unwrap());
     let input = Arc::new(input);
-    let throughput = multi.block_on(async {
-        let run = |n: usize| {
-            let tasks: Vec<_> = (0..4 * cores)
-                .map(|_| {
-                    let (pool, input, name, page) = (pool.clone(), input.clone(), name.clone(), page.clone());
-                    tokio::spawn(async move {
-                        for _ in 0..n / (4 * cores) {
-                            pool.render(&name, &page, &input).await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            futures_join(tasks)
-        };
-        run(WARMUP * cores).await;
+    let module_throughput = throughput(&multi, &bundle, cores, &name, &page, &input, RENDERS);
+
+    // Strict isolation (`isolation: "render"`): every render starts from a fresh isolate; the
+    // worker replaces it after answering, so a busy worker pays the creation per render.
+    let mut strict = bundle.clone();
+    strict.isolation = Isolation::Render;
+    let config = PoolConfig { workers: 1, queue: 1024, ..PoolConfig::default() };
+    let pool = Pool::start(config, std::slice::from_ref(&strict)).unwrap();
+    let strict_sequential = multi.block_on(async {
+        for _ in 0..WARMUP / 4 {
+            pool.render(&name, &page, &input).await.unwrap();
+        }
         let t = Instant::now();
-        run(RENDERS * cores).await;
-        (RENDERS * cores) as f64 / (ms(t) / 1e3)
+        for _ in 0..RENDERS / 4 {
+            pool.render(&name, &page, &input).await.unwrap();
+        }
+        ms(t) / (RENDERS / 4) as f64
     });
+    drop(pool);
+    let strict_throughput = throughput(&multi, &strict, cores, &name, &page, &input, RENDERS / 4);
 
     let node = node_render(&root, &bundle_path, &json);
 
@@ -128,7 +127,15 @@ fn main() {
         "| through the pool vs pure render + serialisation | +{:.1} % |",
         (pooled - pure.0 - serialise) / (pure.0 + serialise) * 100.0
     );
-    println!("| pool throughput, {cores} workers, {} in flight | {throughput:.0} renders/s |", 4 * cores);
+    println!("| pool throughput, {cores} workers, {} in flight | {module_throughput:.0} renders/s |", 4 * cores);
+    println!(
+        "| strict isolation (fresh isolate per render), 1 worker, sequential | {strict_sequential:.3} ms/render (+{:.3} ms) |",
+        strict_sequential - pooled
+    );
+    println!(
+        "| strict isolation throughput, {cores} workers | {strict_throughput:.0} renders/s = {:.0} % of module isolation |",
+        strict_throughput / module_throughput * 100.0
+    );
     match node {
         Some((node_ms, bytes)) => {
             assert_eq!(bytes, pure.1, "Node rendered a different page");
@@ -137,6 +144,40 @@ fn main() {
         }
         None => println!("| Node | not found on PATH |"),
     }
+}
+
+/// Renders per second of a pool of `cores` workers for `bundle`, with four requests in flight
+/// per worker.
+fn throughput(
+    runtime: &tokio::runtime::Runtime,
+    bundle: &BundleSource,
+    cores: usize,
+    name: &str,
+    page: &str,
+    input: &Arc<mizan_render::abi::PageInput>,
+    renders: usize,
+) -> f64 {
+    let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX, ..PoolConfig::default() };
+    let pool = Arc::new(Pool::start(config, std::slice::from_ref(bundle)).unwrap());
+    runtime.block_on(async {
+        let run = |n: usize| {
+            let tasks: Vec<_> = (0..4 * cores)
+                .map(|_| {
+                    let (pool, input, name, page) = (pool.clone(), input.clone(), name.to_string(), page.to_string());
+                    tokio::spawn(async move {
+                        for _ in 0..n / (4 * cores) {
+                            pool.render(&name, &page, &input).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            futures_join(tasks)
+        };
+        run(WARMUP * cores / 4).await;
+        let t = Instant::now();
+        run(renders * cores).await;
+        (renders * cores) as f64 / (ms(t) / 1e3)
+    })
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

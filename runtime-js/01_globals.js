@@ -106,8 +106,14 @@ ObjectDefineProperties(globalThis, {
 // Bundles registered while the app snapshot is built, by manifest name.
 const bundles = new SafeMap();
 
+// The bundle this isolate renders (init), and whether bundles may still register: both
+// settle before any bundle code runs at render time, so a bundle cannot render another.
+let owner = null;
+let sealed = false;
+
 /** Called from Rust once per bundle, with the evaluated module's namespace. */
 function register(name, namespace) {
+  if (sealed) throw new TypeError("bundles register only while the app snapshot is made");
   const entry = namespace.default;
   if (entry === null || typeof entry !== "object" && typeof entry !== "function") {
     throw new TypeError(`bundle "${name}" has no default export (expected { render(input) })`);
@@ -150,7 +156,14 @@ function shape() {
 }
 
 /** Called from Rust once per isolate, after it was created from the snapshot. */
-function init() {
+function init(name) {
+  if (owner !== null) throw new TypeError("this isolate already renders a bundle");
+  owner = name;
+  sealed = true;
+  // The runtime's internals stay internal: bundle code gets the Workers globals, not
+  // Deno.core (its timers and ops would bypass what settle() cancels). deno_core has read
+  // what it needs from it when the isolate was created.
+  delete globalThis.Deno;
   performance.setTimeOrigin();
 }
 
@@ -171,7 +184,7 @@ function describe(value) {
 
 /** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
 async function render(name, input) {
-  const entry = bundles.get(name);
+  const entry = name === owner ? bundles.get(name) : undefined;
   if (entry === undefined) {
     throw new Error(`bundle "${name}" is not loaded in this isolate`);
   }

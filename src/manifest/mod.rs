@@ -287,6 +287,26 @@ impl Manifest {
                     }
                 }
             }
+            for (j, name) in route.vary.iter().enumerate() {
+                let at = format!("{at}.vary[{j}]");
+                if !is_header_name(name) {
+                    return Err((
+                        at,
+                        format!("\"{name}\" is not an HTTP header name (a token: letters, digits and !#$%&'*+-.^_`|~)"),
+                    ));
+                }
+                if let Some(k) = route.vary[..j].iter().position(|earlier| earlier.eq_ignore_ascii_case(name)) {
+                    return Err((at, format!("header \"{name}\" is already named at vary[{k}] (names ignore case)")));
+                }
+                if CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+                    return Err((
+                        at,
+                        format!(
+                            "\"{name}\" carries a visitor's credentials: a stored page cannot vary on it (declare the context cache: false instead)"
+                        ),
+                    ));
+                }
+            }
         }
         for (i, prefix) in self.proxy.iter().enumerate() {
             if !prefix.starts_with('/') {
@@ -297,10 +317,20 @@ impl Manifest {
     }
 }
 
+/// Headers that identify a visitor: never part of a shared page's key, never sent to the
+/// origin for one.
+const CREDENTIAL_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` is an HTTP field name (RFC 9110 §5.1: a token), which its lower-case form
+/// then is too: vary headers are keyed and looked up lower-cased.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
@@ -360,6 +390,26 @@ mod tests {
         let bad = GOOD.replace(r#""params": {"type": "object""#, r#""cache": true, "params": {"type": "object""#);
         let err = load(&bad).unwrap_err().to_string();
         assert!(err.contains("contexts.product_detail"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_vary_header_named_twice_or_not_a_header_name() {
+        let with_vary =
+            |vary: &str| GOOD.replace(r#""page": "Detail","#, &format!(r#""page": "Detail", "vary": {vary},"#));
+        let err = load(&with_vary(r#"["x-ok", "Cookie"]"#)).unwrap_err().to_string();
+        assert!(err.contains("routes[0].vary[1]: \"Cookie\" carries a visitor's credentials"), "{err}");
+        let m = load(&with_vary(r#"["Accept-Language", "x-currency"]"#)).unwrap();
+        assert_eq!(m.routes[0].vary, ["Accept-Language", "x-currency"]);
+        let err = load(&with_vary(r#"["Accept-Language", "x-currency", "accept-language"]"#)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "manifest m.json: routes[0].vary[2]: header \"accept-language\" is already named at vary[0] (names ignore case)"
+        );
+        for bad in [r#""""#, r#""x currency""#, r#""x-currency:""#, r#""accept-langüage""#, r#""a\nb""#] {
+            let err = load(&with_vary(&format!(r#"["x-ok", {bad}]"#))).unwrap_err().to_string();
+            assert!(err.starts_with("manifest m.json: routes[0].vary[1]: "), "{bad}: {err}");
+            assert!(err.contains("is not an HTTP header name"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -45,8 +45,10 @@ impl std::str::FromStr for StoreConfig {
             Ok(StoreConfig::Memory(crate::cache::memory::DEFAULT_CAPACITY))
         } else if let Some(path) = s.strip_prefix("sqlite:") {
             Ok(StoreConfig::Sqlite(PathBuf::from(path)))
-        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+        } else if s.starts_with("redis://") {
             Ok(StoreConfig::Redis(s.to_string()))
+        } else if s.starts_with("rediss://") {
+            Err("rediss:// (Redis over TLS) is not built in: reach Redis over a private network or a TLS tunnel (stunnel, spiped) and use redis://".into())
         } else {
             Err(format!("unknown store {s:?}: use memory, sqlite:<path> or redis://host:port/"))
         }
@@ -61,6 +63,21 @@ impl StoreConfig {
             StoreConfig::Sqlite(path) => format!("sqlite:{}", path.display()),
             StoreConfig::Redis(url) => redact_url(url),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_are_parsed_and_logged_without_credentials() {
+        let redis: StoreConfig = "redis://:hunter2@10.0.0.5:6379/0".parse().unwrap();
+        assert_eq!(redis.redacted(), "redis://***@10.0.0.5:6379/0");
+        assert_eq!(redact_url("redis://10.0.0.5/"), "redis://10.0.0.5/");
+        assert_eq!(redact_url("http://user:pw@origin:8000/x@y"), "http://***@origin:8000/x@y");
+        let tls = "rediss://h/".parse::<StoreConfig>().unwrap_err();
+        assert!(tls.contains("not built in"), "{tls}");
     }
 }
 

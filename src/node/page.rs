@@ -167,7 +167,8 @@ impl Node {
     /// target for routes that vary on no header, so a repeated URL skips routing and key
     /// derivation (the hit path). An over-long target is refused before anything else.
     fn target(&self, request: &PageRequest<'_>) -> Result<Arc<Target>, Arc<PageError>> {
-        if request.path.len() + request.query.len() >= MAX_URL_LEN {
+        let query_len = if request.query.is_empty() { 0 } else { request.query.len() + 1 };
+        if request.path.len() + query_len > MAX_URL_LEN {
             return Err(Arc::new(RouteError::BadUrl("longer than 4096 bytes").into()));
         }
         let joined;

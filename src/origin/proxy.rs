@@ -68,6 +68,10 @@ pub fn decide(raw: &str, prefixes: &[String]) -> ProxyDecision {
     if prefixes.is_empty() {
         return ProxyDecision::Page;
     }
+    if raw.len() > crate::manifest::MAX_URL_LEN {
+        // Longer than any page either: refused by the page router too.
+        return ProxyDecision::Page;
+    }
     let lenient = normalize_path(raw).ok();
     let aims = |p: &str| prefixes.iter().any(|prefix| under(p, prefix));
     if !aims(raw) && !lenient.as_deref().is_some_and(aims) {
@@ -96,7 +100,7 @@ pub fn check_path(raw: &str) -> Result<String, ProxyRefusal> {
         return unsafe_("the path must start with '/'");
     }
     if raw.bytes().any(|b| !b.is_ascii_graphic()) {
-        return unsafe_("a byte outside printable ASCII");
+        return unsafe_("a byte outside visible ASCII");
     }
     if raw.contains('\\') {
         return unsafe_("a backslash");

@@ -78,9 +78,10 @@ pub struct Isolate {
 }
 
 impl Isolate {
-    /// Restores an isolate from an app `snapshot` ([`super::snapshot::build`]), with at most
-    /// `max_heap` bytes of JS heap: a render that needs more is terminated.
-    pub fn new(snapshot: &'static [u8], max_heap: usize) -> Result<Self, RenderError> {
+    /// Restores an isolate from an app `snapshot` ([`super::snapshot::build`]) that renders
+    /// `bundle` alone, with at most `max_heap` bytes of JS heap: a render that needs more is
+    /// terminated.
+    pub fn new(snapshot: &'static [u8], bundle: &str, max_heap: usize) -> Result<Self, RenderError> {
         let options = RuntimeOptions { create_params: Some(heap_params(max_heap)), ..runtime_options(Some(snapshot)) };
         let mut runtime = JsRuntime::try_new(options).map_err(|e| RenderError::Setup(error_text(e)))?;
         let heap_exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
@@ -99,7 +100,10 @@ impl Isolate {
             scope!(scope, &mut runtime);
             let init = v8::Local::new(scope, init);
             let undefined = v8::undefined(scope).into();
-            init.call(scope, undefined, &[]).ok_or_else(|| RenderError::Setup("__mizan.init() threw".into()))?;
+            let name =
+                v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
+            init.call(scope, undefined, &[name.into()])
+                .ok_or_else(|| RenderError::Setup(format!("__mizan.init(\"{bundle}\") threw")))?;
         }
         // Entered only while it renders: a worker holds one isolate per bundle on one thread.
         // SAFETY: the constructor left this isolate entered on this thread; it is exited

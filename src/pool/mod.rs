@@ -241,7 +241,7 @@ fn worker(
     tokio.block_on(async move {
         let mut isolates = HashMap::with_capacity(snapshots.len());
         for (name, snapshot) in snapshots {
-            match Isolate::new(snapshot.bytes, limits.max_heap) {
+            match Isolate::new(snapshot.bytes, name, limits.max_heap) {
                 Ok(isolate) => isolates.insert(name.clone(), isolate),
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -292,7 +292,7 @@ fn worker(
             let _ = job.reply.send(result);
             if recycle {
                 isolates.remove(&job.bundle);
-                match Isolate::new(snapshot.bytes, limits.max_heap) {
+                match Isolate::new(snapshot.bytes, &job.bundle, limits.max_heap) {
                     Ok(fresh) => isolates.insert(job.bundle.clone(), fresh),
                     Err(e) => {
                         tracing::error!(worker = index, error = %e, "cannot replace isolate; worker stops");

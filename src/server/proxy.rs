@@ -35,12 +35,13 @@ pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Reque
     let answer = node.origin.client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;
     let answer = match answer {
         Ok(answer) => answer,
+        // The path only: the origin's URL may hold credentials, the query a visitor's data.
         Err(e) if e.is_timeout() => {
-            tracing::error!(%url, error = %e, "proxy: origin timed out");
+            tracing::error!(%path, "proxy: origin timed out");
             return errors::page(StatusCode::GATEWAY_TIMEOUT, "The origin did not answer in time.");
         }
         Err(e) => {
-            tracing::error!(%url, error = %e, "proxy: origin unreachable");
+            tracing::error!(%path, error = %e.without_url(), "proxy: origin unreachable");
             return errors::page(StatusCode::BAD_GATEWAY, "The origin could not be reached.");
         }
     };
@@ -53,7 +54,7 @@ pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Reque
     if !invalidations.is_empty() {
         let (purges, skipped) = invalidate::parse(&invalidations.join(", "));
         for why in skipped {
-            tracing::warn!(%url, member = %why, "X-Mizan-Invalidate: member skipped");
+            tracing::warn!(%path, member = %why, "X-Mizan-Invalidate: member skipped");
         }
         for purge in purges {
             match node.store.purge(&purge.context, &purge.params, purge.mode).await {

@@ -31,6 +31,15 @@ async fn one_bundle_never_sees_another_bundles_globals_or_prototypes() {
 }
 
 #[tokio::test]
+async fn a_bundle_cannot_reach_the_runtime_internals_or_render_another_bundle() {
+    let pool = pool(1, &[test_bundle("leaky"), test_bundle("observer")]);
+    let seen: Value = serde_json::from_str(&html(&pool, "leaky", "internals").await).unwrap();
+    assert_eq!(seen["deno"], "undefined", "Deno.core (raw timers and ops) is not a bundle's to use");
+    assert_eq!(seen["other"], r#"bundle "observer" is not loaded in this isolate"#);
+    assert_eq!(seen["reinit"], "this isolate already renders a bundle");
+}
+
+#[tokio::test]
 async fn no_timer_interval_or_microtask_of_one_render_runs_during_the_next() {
     let pool = pool(1, &[test_bundle("leaky")]);
     assert_eq!(html(&pool, "leaky", "schedule").await, "scheduled");

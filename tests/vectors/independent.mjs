@@ -89,15 +89,15 @@ const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 const HEX2 = /^[0-9A-Fa-f]{2}$/;
 
 // RFC 3986 §6.2.2: percent-encodings of unreserved characters decoded, all others upper-cased;
-// then §5.2.4 remove_dot_segments. Refused: no leading "/", a byte outside printable ASCII, a bad
-// percent-encoding.
+// then §5.2.4 remove_dot_segments. Refused: no leading "/", a byte outside visible ASCII
+// (0x21-0x7E), a bad percent-encoding.
 function normalisePath(path) {
   if (!path.startsWith("/")) throw new Error(`path does not start with "/": ${path}`);
   let out = "";
   for (let i = 0; i < path.length; i++) {
     const c = path[i];
     const code = path.charCodeAt(i);
-    if (code < 0x20 || code > 0x7e) throw new Error(`path holds a byte outside printable ASCII: ${path}`);
+    if (code < 0x21 || code > 0x7e) throw new Error(`path holds a byte outside visible ASCII: ${path}`);
     if (c !== "%") {
       out += c;
       continue;

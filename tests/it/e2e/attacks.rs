@@ -55,6 +55,8 @@ async fn visitors_forwarding_headers_never_reach_the_origin() {
         ("x-forwarded-for", "203.0.113.7"),
         ("forwarded", "for=203.0.113.7;host=evil.example;proto=https"),
         ("x-real-ip", "203.0.113.7"),
+        // Honoured only on the origin's answers: a visitor's never reaches the origin.
+        ("x-mizan-invalidate", "product_list"),
     ];
     let mut request = h.client.get(format!("{}/api/echo", h.url));
     for (n, v) in forged {
@@ -66,6 +68,9 @@ async fn visitors_forwarding_headers_never_reach_the_origin() {
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], h.url.trim_start_matches("http://"), "from the request's own Host");
     assert!(headers.get("forwarded").is_none() && headers.get("x-real-ip").is_none(), "{headers}");
+    assert!(headers.get("x-mizan-invalidate").is_none(), "{headers}");
+    // An over-long path under the prefix is refused before anything is forwarded.
+    assert_eq!(h.raw_get(&format!("/api/{}", "e".repeat(5000)), &[]).await.status, 414);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
