@@ -30,10 +30,17 @@ pub fn page_input(
     answers: &BTreeMap<String, OriginAnswer>,
 ) -> anyhow::Result<(String, String, PageInput)> {
     let router = Router::new(manifest).map_err(|(i, m)| anyhow!("routes[{i}]: {m}"))?;
-    let matched = router.route(manifest, url)?;
+    // As the node sees it: the normalised path and the canonical declared query only.
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let path = crate::cache::key::normalize_path(path)?;
+    let matched = router.route(manifest, &format!("{path}?{query}"))?;
     let route = &manifest.routes[matched.index];
+    let url = match matched.canonical_query.as_str() {
+        "" => path,
+        canonical => format!("{path}?{canonical}"),
+    };
     let mut input = PageInput {
-        url: url.to_string(),
+        url,
         route: route.path.clone(),
         params: matched.params,
         query: matched.query,

@@ -92,6 +92,21 @@ fn render_prints_the_page() {
     assert!(page["html"].as_str().unwrap().contains("Product not found"));
 }
 
+#[test]
+fn render_sees_the_url_as_the_node_does() {
+    let out = cli()
+        .args(["render", "--url", "/x/../products/%37?ref=%3Cb%3E", "--manifest"])
+        .arg(root().join("fixtures/manifests/react.json"))
+        .arg("--data")
+        .arg(root().join("fixtures/data/answers/product_7.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = String::from_utf8(out.stdout).unwrap();
+    let payload: Value = serde_json::from_str(crate::common::hydration_payload(&html)).unwrap();
+    assert_eq!((&payload["url"], &payload["query"]), (&Value::from("/products/7"), &serde_json::json!({})));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_the_node_from_its_flags() {
     let origin = crate::e2e::harness::Origin::start();
