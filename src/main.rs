@@ -99,6 +99,10 @@ struct NodeArgs {
     /// is replaced.
     #[arg(long, env = "MIZAN_RENDER_TIMEOUT_MS", default_value_t = 10_000)]
     render_timeout_ms: u64,
+    /// CPU time one render may use, in milliseconds (waiting does not count); past it the page
+    /// fails and the isolate is replaced. A route's `cpu_ms` in the manifest overrides it.
+    #[arg(long, env = "MIZAN_RENDER_CPU_MS", default_value_t = 500)]
+    render_cpu_ms: u64,
     /// JS heap of each render isolate, in MiB; a render that needs more fails and the isolate
     /// is replaced.
     #[arg(long, env = "MIZAN_MAX_HEAP_MB", default_value_t = 256)]
@@ -125,6 +129,7 @@ impl NodeArgs {
             pool.queue = queue;
         }
         pool.render_timeout = Duration::from_millis(self.render_timeout_ms);
+        pool.cpu_budget = Duration::from_millis(self.render_cpu_ms.max(1));
         pool.max_heap = self.max_heap_mb << 20;
         // The memo's bound counts against the memory the operator gave the node.
         let memory = self.memory_mb << 20;

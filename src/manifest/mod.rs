@@ -187,6 +187,10 @@ pub struct Route {
     /// Route parameters of the pages `mizan-render prerender` renders ahead of traffic.
     #[serde(default)]
     pub prerender: Vec<serde_json::Map<String, Value>>,
+    /// CPU time one render of this route may use, in milliseconds (default: the node's
+    /// `--render-cpu-ms`): for pages known to be heavy.
+    #[serde(default)]
+    pub cpu_ms: Option<u64>,
 }
 
 /// One context a route reads, with how its params are built from the request.
@@ -286,6 +290,11 @@ impl Manifest {
                         _ => {}
                     }
                 }
+            }
+            if let Some(ms) = route.cpu_ms
+                && !(1..=60_000).contains(&ms)
+            {
+                return Err((format!("{at}.cpu_ms"), format!("{ms} is not between 1 and 60000 (milliseconds)")));
             }
             for (j, name) in route.vary.iter().enumerate() {
                 let at = format!("{at}.vary[{j}]");

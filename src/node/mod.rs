@@ -5,6 +5,7 @@
 pub mod coalesce;
 pub mod memo;
 pub mod page;
+pub mod quarantine;
 
 use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
@@ -168,6 +169,10 @@ pub struct NodeStats {
     pub dropped_writes: AtomicU64,
     /// Entries purged.
     pub purged: AtomicU64,
+    /// When a store call last failed (unix ms; 0: never).
+    pub last_store_error_ms: AtomicU64,
+    /// Requests refused because their route is quarantined.
+    pub quarantined: AtomicU64,
 }
 
 /// A bundle's identity, recorded in page metadata.
@@ -218,6 +223,10 @@ pub struct Node {
     pub targets: TargetMemo,
     /// The `X-Forwarded-*` headers the proxy writes.
     pub forwarding: Forwarding,
+    /// Routes whose renders keep failing.
+    pub quarantine: quarantine::Quarantine,
+    /// Each route's queue lane (its path), by route index.
+    lanes: Vec<Arc<str>>,
 }
 
 impl Node {
@@ -265,7 +274,6 @@ impl Node {
         };
         let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
         Ok(Arc::new(Node {
-            manifest,
             router,
             pool,
             store,
@@ -279,12 +287,21 @@ impl Node {
             assets,
             targets: TargetMemo::new(config.memo_bytes),
             forwarding: config.forwarding.clone(),
+            quarantine: quarantine::Quarantine::new(manifest.routes.len()),
+            lanes: manifest.routes.iter().map(|r| Arc::from(r.path.as_str())).collect(),
+            manifest,
         }))
+    }
+
+    /// The queue lane of route `index`.
+    pub(crate) fn lane(&self, index: usize) -> Option<Arc<str>> {
+        self.lanes.get(index).cloned()
     }
 
     /// Counts a failed store call; the caller goes on without the cache.
     pub(crate) fn store_failed(&self, what: &str, error: &CacheError) {
         self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_store_error_ms.store(self.clock.now(), Ordering::Relaxed);
         tracing::warn!(store = self.store.name(), %error, "cache {what} failed; serving without the cache");
     }
 }

@@ -4,13 +4,14 @@
 //! stale-if-error) and no-store pages that never touch the cache.
 
 use super::Node;
+use super::quarantine::{Admission, Outcome, Probe};
 use crate::abi::{DependencyData, DependencyError, PageInput};
 use crate::cache::key::{PageKeyParts, canonical_header_value, normalize_path};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo};
 use crate::cache::{Entry, Generations, PutOutcome};
 use crate::manifest::{CachePolicy, CacheTimes, MAX_URL_LEN, RouteError, RouteMatch};
 use crate::origin::{Answer, Directives, OriginError};
-use crate::pool::RenderError;
+use crate::pool::{RenderError, RenderOptions};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -29,6 +30,14 @@ pub enum PageError {
     /// The render failed or the pool is overloaded.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The route's renders keep failing: it is quarantined for a while.
+    #[error("route {route} is quarantined: its renders keep failing (retry in {retry_after_s} s)")]
+    Quarantined {
+        /// The route pattern.
+        route: String,
+        /// Seconds until a probe render may try it again.
+        retry_after_s: u64,
+    },
 }
 
 /// The shared outcome of one render flight: the page as an entry (stored or not), so that
@@ -241,6 +250,7 @@ impl Node {
         let vary = target.vary.clone();
 
         if target.no_store {
+            let _probe = self.admit(&target)?;
             let credentials: Vec<(String, String)> = CREDENTIALS
                 .iter()
                 .filter_map(|name| request.header(name).map(|v| (name.to_string(), v.to_string())))
@@ -268,13 +278,17 @@ impl Node {
                 }
                 Freshness::StaleWhileRevalidate => {
                     let (node, flight) = (self.clone(), target.clone());
-                    self.flights.spawn(key, move || async move {
-                        let outcome = node.render_and_store(flight).await;
-                        if let Err(error) = &outcome {
-                            tracing::warn!(%error, "background re-render failed; the stale page stays");
-                        }
-                        outcome
-                    });
+                    // A quarantined route keeps its stale page; a miss will probe it.
+                    let healthy = matches!(self.quarantine.admit(target.matched.index, now), Admission::Render);
+                    if healthy {
+                        self.flights.spawn(key, move || async move {
+                            let outcome = node.render_and_store(flight).await;
+                            if let Err(error) = &outcome {
+                                tracing::warn!(%error, "background re-render failed; the stale page stays");
+                            }
+                            outcome
+                        });
+                    }
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     return Ok(Served { page, state: CacheState::Stale, age_s: age(&entry.meta), vary });
                 }
@@ -282,6 +296,18 @@ impl Node {
             }
         }
 
+        let _probe = match self.admit(&target) {
+            Ok(probe) => probe,
+            // Quarantined: the stale page within stale-if-error, else the refusal, at once.
+            Err(refused) => match cached {
+                Some(entry) if freshness == Freshness::StaleIfError => {
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    let age_s = age(&entry.meta);
+                    return Ok(Served { page: entry, state: CacheState::Stale, age_s, vary });
+                }
+                _ => return Err(refused),
+            },
+        };
         let (node, flight) = (self.clone(), target.clone());
         let (outcome, leader) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(RenderError::PoolClosed.into())));
@@ -307,6 +333,20 @@ impl Node {
                 Ok(Served { page: entry, state: CacheState::Stale, age_s, vary })
             }
             (Err(error), _) => Err(error),
+        }
+    }
+
+    /// Whether the route of `target` may render now: `Some` probe slot when it is the one
+    /// probe of a quarantined route, the refusal when it is quarantined.
+    fn admit(&self, target: &Target) -> Result<Option<Probe<'_>>, Arc<PageError>> {
+        match self.quarantine.admit(target.matched.index, self.clock.now()) {
+            Admission::Render => Ok(None),
+            Admission::Probe(probe) => Ok(Some(probe)),
+            Admission::Refuse(retry_after_s) => {
+                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                let route = self.manifest.routes[target.matched.index].path.clone();
+                Err(Arc::new(PageError::Quarantined { route, retry_after_s }))
+            }
         }
     }
 
@@ -408,7 +448,18 @@ impl Node {
                 }
             }
         }
-        let rendered = self.pool.render(&route.bundle, &route.page, &input).await?;
+        let options = RenderOptions {
+            cpu_budget: route.cpu_ms.map(std::time::Duration::from_millis),
+            lane: self.lane(matched.index),
+        };
+        let rendered = self.pool.render_with(&route.bundle, &route.page, &input, options).await;
+        let outcome = match &rendered {
+            Ok(_) => Outcome::Rendered,
+            Err(e) if e.is_page_fault() => Outcome::Fault,
+            Err(_) => Outcome::Neutral,
+        };
+        self.quarantine.record(matched.index, &route.path, outcome, self.clock.now());
+        let rendered = rendered?;
         let body = bytes::Bytes::from(rendered.html.into_bytes());
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
         let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));

@@ -71,6 +71,30 @@ pub enum RenderError {
         /// The limit.
         mib: usize,
     },
+    /// The render used more CPU time than its budget; its isolate was replaced.
+    #[error("bundle \"{bundle}\" page \"{page}\" used more than its {ms} ms CPU budget")]
+    CpuBudget {
+        /// The manifest name of the bundle.
+        bundle: String,
+        /// The page being rendered.
+        page: String,
+        /// The budget.
+        ms: u64,
+    },
+    /// Renders of one route already hold their share of the queue.
+    #[error("renders of {lane} already hold their share of the queue ({limit} waiting); retry later")]
+    LaneFull {
+        /// The route.
+        lane: String,
+        /// Its share.
+        limit: usize,
+    },
+    /// The inputs waiting in the queue already hold its byte bound.
+    #[error("render queue holds its {limit}-byte bound of inputs; retry later")]
+    QueueBytes {
+        /// The bound.
+        limit: usize,
+    },
     /// Every worker is busy and the queue is full.
     #[error("render queue is full ({capacity} waiting); retry later")]
     Overloaded {
@@ -86,4 +110,24 @@ pub enum RenderError {
     /// The render input could not be serialised.
     #[error("render input is not serialisable: {0}")]
     Input(#[from] serde_json::Error),
+}
+
+impl RenderError {
+    /// Whether the page itself is at fault (it threw, looped, allocated, answered badly), as
+    /// opposed to the node being busy or shutting down: what counts toward quarantine.
+    pub fn is_page_fault(&self) -> bool {
+        matches!(
+            self,
+            RenderError::Js { .. }
+                | RenderError::BadOutput { .. }
+                | RenderError::Timeout { .. }
+                | RenderError::HeapLimit { .. }
+                | RenderError::CpuBudget { .. }
+        )
+    }
+
+    /// Whether the node refused the render for lack of room (503 with `Retry-After`).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, RenderError::Overloaded { .. } | RenderError::LaneFull { .. } | RenderError::QueueBytes { .. })
+    }
 }

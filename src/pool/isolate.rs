@@ -86,11 +86,15 @@ impl Isolate {
         let mut runtime = JsRuntime::try_new(options).map_err(|e| RenderError::Setup(error_text(e)))?;
         let heap_exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
         let (flag, handle) = (heap_exceeded.clone(), runtime.v8_isolate().thread_safe_handle());
-        runtime.add_near_heap_limit_callback(move |current, _initial| {
-            flag.set(true);
-            handle.terminate_execution();
-            // Room for V8 to unwind the terminated script; the isolate is replaced after.
-            current * 2
+        runtime.add_near_heap_limit_callback(move |current, initial| {
+            // Once: terminate the render and grant room for V8 to unwind it; the isolate is
+            // replaced after. A later call (the unwinding itself near the raised limit) gets
+            // no more than that one grant, so a render cannot ratchet the heap up.
+            if !flag.replace(true) {
+                handle.terminate_execution();
+                return current * 2;
+            }
+            current.max(initial * 2)
         });
         let init = internal_fn(&mut runtime, "init").map_err(RenderError::Setup)?;
         let render_fn = internal_fn(&mut runtime, "render").map_err(RenderError::Setup)?;

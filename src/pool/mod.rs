@@ -16,19 +16,22 @@
 
 mod error;
 mod isolate;
+mod queue;
 pub mod snapshot;
 mod watchdog;
+mod worker;
 
 pub use error::RenderError;
 pub use snapshot::BundleSource;
 
 use crate::abi::{PageInput, Rendered};
 pub use isolate::Isolate;
+use queue::{Admission, Job, Work};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Sizing of the pool.
@@ -47,6 +50,12 @@ pub struct PoolConfig {
     /// JS heap of each isolate, in bytes; a render that needs more fails with
     /// [`RenderError::HeapLimit`] and the isolate is replaced. Default: 256 MiB.
     pub max_heap: usize,
+    /// CPU time a render may use on its worker thread (waiting does not count); past it the
+    /// render fails with [`RenderError::CpuBudget`]. Per render: [`RenderOptions::cpu_budget`].
+    /// Default: 500 ms.
+    pub cpu_budget: Duration,
+    /// Bytes of input that may wait in the queue. Default: 64 MiB.
+    pub queue_bytes: usize,
 }
 
 impl Default for PoolConfig {
@@ -58,6 +67,8 @@ impl Default for PoolConfig {
             max_renders_per_isolate: 10_000,
             render_timeout: std::time::Duration::from_secs(10),
             max_heap: 256 << 20,
+            cpu_budget: Duration::from_millis(500),
+            queue_bytes: 64 << 20,
         }
     }
 }
@@ -84,20 +95,28 @@ pub struct PoolStats {
     pub failed: AtomicU64,
     /// Isolates created after the first one of each worker.
     pub recycled: AtomicU64,
+    /// Workers restarted after a panic.
+    pub restarts: AtomicU64,
+    /// Workers able to render now (isolates ready).
+    pub alive: AtomicUsize,
 }
 
-struct Job {
-    bundle: Arc<str>,
-    page: String,
-    input: String,
-    reply: oneshot::Sender<Result<Rendered, RenderError>>,
+/// How one render is bounded and queued beyond the pool's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Its CPU budget (default: [`PoolConfig::cpu_budget`]).
+    pub cpu_budget: Option<Duration>,
+    /// The lane it queues in (the route): a lane may hold at most half the queue.
+    pub lane: Option<Arc<str>>,
 }
 
 /// A pool of render isolates. Dropping it lets queued renders finish, then joins the workers.
 pub struct Pool {
-    queue: Option<async_channel::Sender<Job>>,
+    queue: Option<async_channel::Sender<Work>>,
     bundles: BTreeSet<Arc<str>>,
     capacity: usize,
+    cpu_budget: Duration,
+    admission: Arc<Admission>,
     workers: Vec<JoinHandle<()>>,
     stats: Arc<PoolStats>,
     watchdog: watchdog::Watchdog,
@@ -126,23 +145,29 @@ impl Pool {
         let snapshots = Arc::new(snapshots);
         let workers = config.workers.max(1);
         let capacity = config.queue.max(1);
-        let (tx, rx) = async_channel::bounded::<Job>(capacity);
+        let (tx, rx) = async_channel::bounded::<Work>(capacity);
         let stats = Arc::new(PoolStats::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let watchdog =
-            watchdog::Watchdog::start(workers, config.render_timeout).map_err(|e| RenderError::Setup(e.to_string()))?;
+        let watchdog = watchdog::Watchdog::start(workers, config.render_timeout, config.cpu_budget)
+            .map_err(|e| RenderError::Setup(e.to_string()))?;
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
-            let limits = Limits {
-                max_heap: config.max_heap,
-                max_renders: config.max_renders_per_isolate.max(1),
-                timeout: config.render_timeout,
-                watch: watchdog.watch(index),
+            let worker = worker::Worker {
+                index,
+                snapshots: snapshots.clone(),
+                queue: rx.clone(),
+                stats: stats.clone(),
+                limits: worker::Limits {
+                    max_heap: config.max_heap,
+                    max_renders: config.max_renders_per_isolate.max(1),
+                    timeout: config.render_timeout,
+                    watch: watchdog.watch(index),
+                },
             };
-            let (rx, ready, stats, snapshots) = (rx.clone(), ready_tx.clone(), stats.clone(), snapshots.clone());
+            let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("mizan-render-{index}"))
-                .spawn(move || worker(index, &snapshots, rx, ready, stats, limits))
+                .spawn(move || worker.run(ready))
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
             handles.push(handle);
         }
@@ -151,6 +176,8 @@ impl Pool {
             queue: Some(tx),
             bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
             capacity,
+            cpu_budget: config.cpu_budget,
+            admission: Admission::new((capacity / 2).max(1), config.queue_bytes.max(1)),
             workers: handles,
             stats,
             watchdog,
@@ -167,19 +194,57 @@ impl Pool {
 
     /// Renders `page` of `bundle` with `input` on the first free worker.
     pub async fn render(&self, bundle: &str, page: &str, input: &PageInput) -> Result<Rendered, RenderError> {
+        self.render_with(bundle, page, input, RenderOptions::default()).await
+    }
+
+    /// Renders `page` of `bundle` with `input`, bounded and queued as `options` say.
+    pub async fn render_with(
+        &self,
+        bundle: &str,
+        page: &str,
+        input: &PageInput,
+        options: RenderOptions,
+    ) -> Result<Rendered, RenderError> {
         let Some(bundle) = self.bundles.get(bundle).cloned() else {
             let known = self.bundles.iter().map(|b| &**b).collect::<Vec<_>>().join(", ");
             return Err(RenderError::UnknownBundle { bundle: bundle.into(), known });
         };
         let input = crate::abi::input_json(page, input)?;
         let queue = self.queue.as_ref().ok_or(RenderError::PoolClosed)?;
+        let ticket = self.admission.admit(options.lane, input.len())?;
         let (reply, answer) = oneshot::channel();
-        let job = Job { bundle, page: page.into(), input, reply };
-        queue.try_send(job).map_err(|e| match e {
+        let job = Job {
+            bundle,
+            page: page.into(),
+            input,
+            enqueued: Instant::now(),
+            cpu_budget: options.cpu_budget.unwrap_or(self.cpu_budget),
+            reply,
+            ticket: Some(ticket),
+        };
+        queue.try_send(Work::Render(job)).map_err(|e| match e {
             async_channel::TrySendError::Full(_) => RenderError::Overloaded { capacity: self.capacity },
             async_channel::TrySendError::Closed(_) => RenderError::PoolClosed,
         })?;
         answer.await.map_err(|_| RenderError::PoolClosed)?
+    }
+
+    /// Makes the worker that takes it panic, as a bug would: for the supervision tests.
+    #[doc(hidden)]
+    pub fn inject_worker_panic(&self) {
+        if let Some(queue) = &self.queue {
+            let _ = queue.try_send(Work::Panic);
+        }
+    }
+
+    /// Bytes of render input waiting in the queue now.
+    pub fn queued_bytes(&self) -> usize {
+        self.admission.bytes()
+    }
+
+    /// Workers able to render now.
+    pub fn alive(&self) -> usize {
+        self.stats.alive.load(Ordering::Relaxed)
     }
 
     /// The names of the bundles this pool renders.
@@ -213,110 +278,4 @@ impl Drop for Pool {
 struct BundleSnapshot {
     bytes: &'static [u8],
     isolation: Isolation,
-}
-
-/// What bounds one worker's renders.
-struct Limits {
-    max_heap: usize,
-    max_renders: u64,
-    timeout: std::time::Duration,
-    watch: watchdog::Watch,
-}
-
-fn worker(
-    index: usize,
-    snapshots: &HashMap<Arc<str>, BundleSnapshot>,
-    queue: async_channel::Receiver<Job>,
-    ready: std::sync::mpsc::Sender<Result<(), RenderError>>,
-    stats: Arc<PoolStats>,
-    limits: Limits,
-) {
-    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(tokio) => tokio,
-        Err(e) => {
-            let _ = ready.send(Err(RenderError::Setup(e.to_string())));
-            return;
-        }
-    };
-    tokio.block_on(async move {
-        let mut isolates = HashMap::with_capacity(snapshots.len());
-        for (name, snapshot) in snapshots {
-            match Isolate::new(snapshot.bytes, name, limits.max_heap) {
-                Ok(isolate) => isolates.insert(name.clone(), isolate),
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-        }
-        let _ = ready.send(Ok(()));
-        drop(ready);
-        let mut seq = 0u64;
-        while let Some(job) = next_job(&queue).await {
-            if job.reply.is_closed() {
-                continue; // the caller went away while the job was queued
-            }
-            let (Some(isolate), Some(snapshot)) = (isolates.get_mut(&job.bundle), snapshots.get(&job.bundle)) else {
-                // Pool::render checks the name; a job for another bundle cannot be queued.
-                let _ = job.reply.send(Err(RenderError::PoolClosed));
-                continue;
-            };
-            seq += 1;
-            limits.watch.arm(seq, limits.timeout, isolate.handle().clone());
-            let render = isolate.render(&job.bundle, &job.page, &job.input);
-            let outcome = tokio::time::timeout(limits.timeout, render).await;
-            let terminated = limits.watch.disarm(seq);
-            let timeout = || RenderError::Timeout {
-                bundle: job.bundle.to_string(),
-                page: job.page.clone(),
-                ms: limits.timeout.as_millis() as u64,
-            };
-            let result = match outcome {
-                Err(_) => Err(timeout()),
-                Ok(Err(_)) if terminated => Err(timeout()),
-                Ok(result) => result,
-            };
-            // A terminated isolate may still be terminating: never reuse it.
-            let recycle = result.is_err()
-                || terminated
-                || isolate.tainted()
-                || isolate.renders >= limits.max_renders
-                || snapshot.isolation == Isolation::Render;
-            match &result {
-                Ok(_) => stats.rendered.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(worker = index, error = %e, "render failed");
-                    stats.failed.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-            let _ = job.reply.send(result);
-            if recycle {
-                isolates.remove(&job.bundle);
-                match Isolate::new(snapshot.bytes, &job.bundle, limits.max_heap) {
-                    Ok(fresh) => isolates.insert(job.bundle.clone(), fresh),
-                    Err(e) => {
-                        tracing::error!(worker = index, error = %e, "cannot replace isolate; worker stops");
-                        return;
-                    }
-                };
-                stats.recycled.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
-}
-
-/// How long a worker that just finished keeps looking for the next job before it parks:
-/// waking a parked thread (an idle vCPU, on a VM) costs tens of microseconds per render.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
-async fn next_job(queue: &async_channel::Receiver<Job>) -> Option<Job> {
-    let spin_until = Instant::now() + SPIN;
-    while Instant::now() < spin_until {
-        match queue.try_recv() {
-            Ok(job) => return Some(job),
-            Err(async_channel::TryRecvError::Closed) => return None,
-            Err(async_channel::TryRecvError::Empty) => std::hint::spin_loop(),
-        }
-    }
-    queue.recv().await.ok()
 }

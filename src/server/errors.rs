@@ -51,11 +51,20 @@ pub fn for_page(error: &PageError) -> Response {
             (StatusCode::BAD_GATEWAY, format!("The data for \"{context}\" is larger than this node accepts."))
         }
         PageError::Origin(_) => (StatusCode::BAD_GATEWAY, "The data for this page could not be fetched.".to_string()),
-        PageError::Render(RenderError::Overloaded { .. }) => {
+        PageError::Render(e) if e.is_overload() => {
             let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             tracing::warn!(error = %error, "page refused");
             return r;
+        }
+        PageError::Quarantined { retry_after_s, .. } => {
+            let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "This page is failing; try again later.");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            tracing::debug!(error = %error, "page refused");
+            return r;
+        }
+        PageError::Render(RenderError::CpuBudget { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page needed more computing time than allowed.".to_string())
         }
         PageError::Render(RenderError::HeapLimit { .. }) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "The page needed more memory than allowed.".to_string())

@@ -49,25 +49,59 @@ async fn dispatch(
     }
 }
 
+/// How long after a failed store call the node reports the store as failing.
+const STORE_FAILING_FOR_MS: u64 = 30_000;
+
 async fn health(State(node): State<Arc<Node>>) -> Response {
     let s = &node.stats;
     let p = node.pool.stats();
-    axum::Json(json!({
-        "status": "ok",
+    let now = node.clock.now();
+    let (workers, alive) = (node.pool.workers(), node.pool.alive());
+    let mut reasons = Vec::new();
+    if alive < workers {
+        reasons.push(format!("{} of {workers} render workers are missing", workers - alive));
+    }
+    let last_store_error = s.last_store_error_ms.load(Ordering::Relaxed);
+    if last_store_error != 0 && now.saturating_sub(last_store_error) < STORE_FAILING_FOR_MS {
+        reasons.push(format!("the {} store failed {} s ago", node.store.name(), (now - last_store_error) / 1000));
+    }
+    let quarantined: Vec<&str> =
+        node.quarantine.quarantined(now).into_iter().map(|i| node.manifest.routes[i].path.as_str()).collect();
+    if !quarantined.is_empty() {
+        reasons.push(format!("routes quarantined: {}", quarantined.join(", ")));
+    }
+    // No worker can render: the node cannot serve pages (a load balancer should look away).
+    let (status, code) = match (alive, reasons.is_empty()) {
+        (0, _) => ("down", StatusCode::SERVICE_UNAVAILABLE),
+        (_, true) => ("ok", StatusCode::OK),
+        (_, false) => ("degraded", StatusCode::OK),
+    };
+    let body = json!({
+        "status": status,
+        "reasons": reasons,
         "store": node.store.name(),
-        "workers": node.pool.workers(),
+        "workers": workers,
+        "alive_workers": alive,
+        "queued_bytes": node.pool.queued_bytes(),
         "pages": {
             "hit": s.hits.load(Ordering::Relaxed),
             "miss": s.misses.load(Ordering::Relaxed),
             "stale": s.stale.load(Ordering::Relaxed),
             "bypass": s.bypass.load(Ordering::Relaxed),
+            "quarantined": s.quarantined.load(Ordering::Relaxed),
         },
-        "renders": { "ok": p.rendered.load(Ordering::Relaxed), "failed": p.failed.load(Ordering::Relaxed) },
+        "renders": {
+            "ok": p.rendered.load(Ordering::Relaxed),
+            "failed": p.failed.load(Ordering::Relaxed),
+            "worker_restarts": p.restarts.load(Ordering::Relaxed),
+        },
+        "quarantined_routes": quarantined,
+        "quarantines": node.quarantine.started.load(Ordering::Relaxed),
         "store_errors": s.store_errors.load(Ordering::Relaxed),
         "dropped_writes": s.dropped_writes.load(Ordering::Relaxed),
         "purged": s.purged.load(Ordering::Relaxed),
-    }))
-    .into_response()
+    });
+    (code, axum::Json(body)).into_response()
 }
 
 /// A client bundle: named by its content hash, so cacheable for ever.

@@ -147,3 +147,53 @@ async fn a_render_past_the_heap_limit_fails_and_the_pool_keeps_working() {
     assert_eq!(out.html, "<p>ok /after</p>");
     assert_eq!(pool.stats().recycled.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_render_past_its_cpu_budget_fails_while_one_that_waits_does_not() {
+    let config = PoolConfig { workers: 1, cpu_budget: std::time::Duration::from_millis(100), ..PoolConfig::default() };
+    let pool = Pool::start(config, &[test_bundle("faulty")]).unwrap();
+    let err = pool.render("faulty", "spin", &input("/")).await.unwrap_err();
+    assert!(matches!(err, RenderError::CpuBudget { ms: 100, .. }), "{err:?}");
+    assert_eq!(err.to_string(), r#"bundle "faulty" page "spin" used more than its 100 ms CPU budget"#);
+    // 300 ms of waiting on a timer is wall time, not CPU.
+    assert_eq!(pool.render("faulty", "waits", &input("/")).await.unwrap().html, "<p>waited</p>");
+    // A render may be given more.
+    let generous = mizan_render::pool::RenderOptions {
+        cpu_budget: Some(std::time::Duration::from_millis(250)),
+        ..Default::default()
+    };
+    let err = pool.render_with("faulty", "spin", &input("/"), generous).await.unwrap_err();
+    assert!(matches!(err, RenderError::CpuBudget { ms: 250, .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_spent_waiting_in_the_queue_counts_toward_the_deadline() {
+    let config = PoolConfig {
+        workers: 1,
+        render_timeout: std::time::Duration::from_millis(300),
+        cpu_budget: std::time::Duration::from_secs(60),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::start(config, &[test_bundle("faulty")]).unwrap();
+    // The only worker spins until the deadline; the second render waits behind it for the
+    // whole of its own deadline and is refused without running. Polling the first future
+    // once queues it before the second.
+    let (spin_input, ok_input) = (input("/spin"), input("/ok"));
+    let mut spinning = std::pin::pin!(pool.render("faulty", "spin", &spin_input));
+    assert!(futures_util::poll!(&mut spinning).is_pending());
+    let waiting = pool.render("faulty", "ok", &ok_input).await.unwrap_err();
+    assert!(matches!(waiting, RenderError::Timeout { .. }), "{waiting:?}");
+    assert!(matches!(spinning.await, Err(RenderError::Timeout { .. })));
+    assert_eq!(pool.stats().rendered.load(Ordering::Relaxed), 0, "the waiting render never ran");
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_is_restarted_and_the_pool_keeps_rendering() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    assert_eq!(pool.alive(), 1);
+    pool.inject_worker_panic();
+    let out = pool.render("faulty", "ok", &input("/after")).await.unwrap();
+    assert_eq!(out.html, "<p>ok /after</p>");
+    assert_eq!(pool.stats().restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.alive(), 1);
+}

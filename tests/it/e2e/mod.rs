@@ -3,6 +3,7 @@
 //! coalescing, no-store pages, and a purge racing a slow render.
 
 mod attacks;
+mod budgets;
 mod faults;
 pub mod harness;
 mod hydrate;

@@ -1,0 +1,232 @@
+//! One render thread: its isolates (one per bundle), its job loop, and its supervision. A
+//! worker that panics is restarted with fresh isolates; an isolate that cannot be replaced is
+//! retried with backoff while the worker counts as missing ([`super::PoolStats::alive`]).
+
+use super::queue::{Job, Work};
+use super::watchdog::{Fired, Watch};
+use super::{BundleSnapshot, Isolate, Isolation, PoolStats, RenderError};
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What bounds one worker's renders.
+pub(super) struct Limits {
+    pub max_heap: usize,
+    pub max_renders: u64,
+    pub timeout: Duration,
+    pub watch: Watch,
+}
+
+/// Everything a worker thread needs.
+pub(super) struct Worker {
+    pub index: usize,
+    pub snapshots: Arc<HashMap<Arc<str>, BundleSnapshot>>,
+    pub queue: async_channel::Receiver<Work>,
+    pub stats: Arc<PoolStats>,
+    pub limits: Limits,
+}
+
+/// Longest wait between two attempts to create an isolate that failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// The thread's body: serves until the queue closes, restarting after a panic. The first
+    /// start reports to `ready` whether the worker could create its isolates.
+    pub fn run(self, ready: std::sync::mpsc::Sender<Result<(), RenderError>>) {
+        self.limits.watch.on_this_thread();
+        let mut ready = Some(ready);
+        loop {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve(&mut ready))) {
+                Ok(()) => return,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(worker = self.index, panic = %what, "render worker panicked; restarting it");
+                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(RenderError::Setup(format!("render worker panicked: {what}"))));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One life of the worker: a tokio runtime, its isolates, the job loop.
+    fn serve(&self, ready: &mut Option<std::sync::mpsc::Sender<Result<(), RenderError>>>) {
+        let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(tokio) => tokio,
+            Err(e) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(RenderError::Setup(e.to_string())));
+                }
+                return;
+            }
+        };
+        tokio.block_on(async {
+            let mut isolates = HashMap::with_capacity(self.snapshots.len());
+            for (name, snapshot) in self.snapshots.iter() {
+                let isolate = match ready.as_ref() {
+                    // At start-up a failure stops the pool from starting, with the reason.
+                    Some(_) => match Isolate::new(snapshot.bytes, name, self.limits.max_heap) {
+                        Ok(isolate) => isolate,
+                        Err(e) => {
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(Err(e));
+                            }
+                            return;
+                        }
+                    },
+                    None => self.create_until_it_works(snapshot, name, false).await,
+                };
+                isolates.insert(name.clone(), isolate);
+            }
+            let _alive = Alive::new(&self.stats);
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Ok(()));
+            }
+            let mut seq = 0u64;
+            while let Some(work) = next_job(&self.queue).await {
+                let mut job = match work {
+                    Work::Render(job) => job,
+                    Work::Panic => panic!("fault injected by a test"),
+                };
+                drop(job.ticket.take()); // taken: its room in the queue is free again
+                if job.reply.is_closed() {
+                    continue; // the caller went away while the job was queued
+                }
+                let (Some(isolate), Some(snapshot)) = (isolates.get_mut(&job.bundle), self.snapshots.get(&job.bundle))
+                else {
+                    let _ = job.reply.send(Err(RenderError::PoolClosed));
+                    continue;
+                };
+                seq += 1;
+                let (result, fired) = self.render(isolate, &job, seq).await;
+                // A terminated isolate may still be terminating: never reuse it.
+                let recycle = result.is_err()
+                    || fired.is_some()
+                    || isolate.tainted()
+                    || isolate.renders >= self.limits.max_renders
+                    || snapshot.isolation == Isolation::Render;
+                match &result {
+                    Ok(_) => self.stats.rendered.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, error = %e, "render failed");
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                let _ = job.reply.send(result);
+                if recycle {
+                    isolates.remove(&job.bundle);
+                    let fresh = self.create_until_it_works(snapshot, &job.bundle, true).await;
+                    isolates.insert(job.bundle.clone(), fresh);
+                    self.stats.recycled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Renders `job` within its deadline (counted from when it was queued) and CPU budget.
+    async fn render(
+        &self,
+        isolate: &mut Isolate,
+        job: &Job,
+        seq: u64,
+    ) -> (Result<crate::abi::Rendered, RenderError>, Option<Fired>) {
+        let deadline = job.enqueued + self.limits.timeout;
+        let timeout = || RenderError::Timeout {
+            bundle: job.bundle.to_string(),
+            page: job.page.clone(),
+            ms: self.limits.timeout.as_millis() as u64,
+        };
+        let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            return (Err(timeout()), None); // it spent its whole deadline waiting in the queue
+        };
+        self.limits.watch.arm(seq, deadline, job.cpu_budget, isolate.handle().clone());
+        let outcome = tokio::time::timeout(remaining, isolate.render(&job.bundle, &job.page, &job.input)).await;
+        let fired = self.limits.watch.disarm(seq);
+        let result = match (outcome, fired) {
+            (Err(_), _) | (Ok(Err(_)), Some(Fired::Deadline)) => Err(timeout()),
+            (Ok(Err(_)), Some(Fired::Cpu)) => Err(RenderError::CpuBudget {
+                bundle: job.bundle.to_string(),
+                page: job.page.clone(),
+                ms: job.cpu_budget.as_millis() as u64,
+            }),
+            (Ok(result), _) => result,
+        };
+        (result, fired)
+    }
+
+    /// A fresh isolate for `bundle`, retried with backoff while it cannot be created (a worker
+    /// that was `counted` alive counts as missing meanwhile).
+    async fn create_until_it_works(&self, snapshot: &BundleSnapshot, bundle: &str, counted: bool) -> Isolate {
+        let mut backoff = Duration::from_millis(50);
+        let mut missing: Option<Missing> = None;
+        loop {
+            match Isolate::new(snapshot.bytes, bundle, self.limits.max_heap) {
+                Ok(isolate) => return isolate,
+                Err(e) => {
+                    tracing::error!(worker = self.index, %bundle, error = %e, ?backoff, "cannot create an isolate; retrying");
+                    if counted {
+                        missing.get_or_insert_with(|| Missing::new(&self.stats));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// Counts a worker as able to render for as long as it lives.
+struct Alive<'a>(&'a PoolStats);
+
+impl<'a> Alive<'a> {
+    fn new(stats: &'a PoolStats) -> Self {
+        stats.alive.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a worker as missing while it cannot create an isolate.
+struct Missing<'a>(&'a PoolStats);
+
+impl<'a> Missing<'a> {
+    fn new(stats: &'a PoolStats) -> Self {
+        stats.alive.fetch_sub(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Missing<'_> {
+    fn drop(&mut self) {
+        self.0.alive.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a worker that just finished keeps looking for the next job before it parks:
+/// waking a parked thread (an idle vCPU, on a VM) costs tens of microseconds per render.
+const SPIN: Duration = Duration::from_micros(50);
+
+async fn next_job(queue: &async_channel::Receiver<Work>) -> Option<Work> {
+    let spin_until = Instant::now() + SPIN;
+    while Instant::now() < spin_until {
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(async_channel::TryRecvError::Closed) => return None,
+            Err(async_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+        }
+    }
+    queue.recv().await.ok()
+}
