@@ -110,6 +110,10 @@ struct NodeArgs {
     /// Origin timeout per request, in milliseconds.
     #[arg(long, env = "MIZAN_ORIGIN_TIMEOUT_MS", default_value_t = 5000)]
     origin_timeout_ms: u64,
+    /// Context requests in flight to the origin at once (as many more may wait; beyond that
+    /// pages answer 503).
+    #[arg(long, env = "MIZAN_ORIGIN_CONCURRENCY", default_value_t = 64)]
+    origin_concurrency: usize,
     /// Largest origin answer accepted, in bytes.
     #[arg(long, env = "MIZAN_ORIGIN_MAX_BODY", default_value_t = 8 << 20)]
     origin_max_body: usize,
@@ -148,6 +152,7 @@ impl NodeArgs {
                 base: self.origin,
                 timeout: Duration::from_millis(self.origin_timeout_ms),
                 max_body: self.origin_max_body,
+                max_concurrent: self.origin_concurrency.max(1),
             },
             store,
             pool,
@@ -166,6 +171,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "MIZAN_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// On SIGTERM or Ctrl-C: how long in-flight requests and background renders may take
+        /// to finish, in milliseconds, before the node exits anyway.
+        #[arg(long, env = "MIZAN_GRACE_MS", default_value_t = 10_000)]
+        grace_ms: u64,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -254,6 +263,22 @@ fn main() -> anyhow::Result<()> {
     tokio.block_on(run(cli.command))
 }
 
+/// Resolves on Ctrl-C or SIGTERM (what service managers and container runtimes send).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 fn params_object(text: &str) -> anyhow::Result<Map<String, Value>> {
     match serde_json::from_str(text).with_context(|| format!("params {text:?} are not JSON"))? {
         Value::Object(map) => Ok(map),
@@ -263,7 +288,7 @@ fn params_object(text: &str) -> anyhow::Result<Map<String, Value>> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen, node } => {
+        Command::Serve { listen, grace_ms, node } => {
             let config = node.config()?;
             let (manifest, origin) = (config.manifest.clone(), mizan_render::node::redact_url(&config.origin.base));
             let store = config.store.redacted();
@@ -273,12 +298,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let url = format!("http://{}", listener.local_addr()?);
             tracing::info!(%url, manifest = %manifest.display(), %origin, %store, workers = node.pool.workers(), "serving");
             println!("mizan-render serving {url} (open {url}/products)");
-            let app = mizan_render::server::app(node).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            let app = mizan_render::server::app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+            let signalled = stopping.clone();
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("stopping: no new connections; finishing what is in flight");
+                signalled.notify_one();
+            });
+            let grace = Duration::from_millis(grace_ms);
+            let grace_over = async {
+                stopping.notified().await;
+                tokio::time::sleep(grace).await;
+            };
+            // In-flight requests, then the background renders and their store writes, within
+            // the grace period from the signal.
+            let started = tokio::select! {
+                served = serving => { served?; None }
+                () = grace_over => Some(()),
+            };
+            let drained = match started {
+                Some(()) => false,
+                None => tokio::time::timeout(grace, node.settle_flights()).await.is_ok(),
+            };
+            if drained {
+                tracing::info!("stopped");
+            } else {
+                tracing::warn!(grace_ms, "stopped with work still in flight: the grace period ended");
+            }
         }
         Command::Prerender { node } => {
             let node = Node::start(node.config()?).await?;

@@ -57,10 +57,13 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let flight: Flight<T> = async move { rx.await.ok() }.boxed().shared();
         flights.insert(key.to_string(), flight.clone());
-        let (table, key, work) = (self.flights.clone(), key.to_string(), work());
+        let leave = Leave { table: self.flights.clone(), key: key.to_string() };
+        let work = work();
         tokio::spawn(async move {
             let outcome = work.await;
-            table.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            // Leaves the table before answering; if the work panicked, the guard's drop does
+            // it during unwinding and the waiters get `None`.
+            drop(leave);
             let _ = tx.send(outcome);
         });
         (flight, true)
@@ -84,6 +87,18 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     /// Keys in flight.
     pub fn keys(&self) -> Vec<String> {
         self.flights.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+}
+
+/// Removes a flight from the table when dropped: when it lands, or when its work panics.
+struct Leave<T> {
+    table: Arc<Mutex<HashMap<String, Flight<T>>>>,
+    key: String,
+}
+
+impl<T> Drop for Leave<T> {
+    fn drop(&mut self) {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }
 

@@ -293,6 +293,19 @@ impl Node {
         }))
     }
 
+    /// Waits for every render flight in the air (background re-renders included) to land.
+    pub async fn settle_flights(&self) {
+        loop {
+            let keys = self.flights.keys();
+            if keys.is_empty() {
+                return;
+            }
+            for key in keys {
+                self.flights.settle(&key).await;
+            }
+        }
+    }
+
     /// The queue lane of route `index`.
     pub(crate) fn lane(&self, index: usize) -> Option<Arc<str>> {
         self.lanes.get(index).cloned()

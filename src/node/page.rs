@@ -30,6 +30,9 @@ pub enum PageError {
     /// The render failed or the pool is overloaded.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A bug: the work of a flight panicked (logged where it happened).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// The route's renders keep failing: it is quarantined for a while.
     #[error("route {route} is quarantined: its renders keep failing (retry in {retry_after_s} s)")]
     Quarantined {
@@ -310,7 +313,7 @@ impl Node {
         };
         let (node, flight) = (self.clone(), target.clone());
         let (outcome, leader) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
-        let outcome = outcome.unwrap_or_else(|| Err(Arc::new(RenderError::PoolClosed.into())));
+        let outcome = outcome.unwrap_or_else(|| Err(Arc::new(PageError::Internal("the render flight panicked"))));
         match (outcome, cached) {
             (Ok(Flown { page, sharing: Sharing::Private }), _) => {
                 // The origin marked an answer private: the page belongs to the request it was

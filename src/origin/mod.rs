@@ -66,6 +66,12 @@ pub enum OriginError {
         /// The validator's message.
         message: String,
     },
+    /// The node already has as many origin requests in flight and waiting as it allows.
+    #[error("origin busy: too many requests in flight fetching \"{context}\"")]
+    Busy {
+        /// The context being fetched.
+        context: String,
+    },
     /// The origin failed (5xx).
     #[error("origin failed fetching \"{context}\": HTTP {status}")]
     Failed {
@@ -148,13 +154,29 @@ pub struct OriginConfig {
     pub timeout: Duration,
     /// Largest accepted answer body.
     pub max_body: usize,
+    /// Context requests the node has in flight to the origin at once; as many more may wait
+    /// for a slot (up to the timeout), beyond that a fetch fails at once with
+    /// [`OriginError::Busy`]: a flood of distinct URLs gets 503s, not a flood of origin calls.
+    pub max_concurrent: usize,
 }
 
 /// The origin client, with a compiled validator per context.
 pub struct Origin {
     client: reqwest::Client,
+    proxy_client: reqwest::Client,
     config: OriginConfig,
     validators: HashMap<String, jsonschema::Validator>,
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a fetch waiting for an origin slot while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Origin {
@@ -173,12 +195,44 @@ impl Origin {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { client, config, validators })
+        // The proxy streams bodies of any length both ways: the timeout bounds connecting and
+        // each wait for the next bytes, never the whole exchange.
+        let proxy_client = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .read_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let slots = tokio::sync::Semaphore::new(config.max_concurrent.max(1));
+        Ok(Self { client, proxy_client, config, validators, slots, waiting: Default::default() })
     }
 
-    /// The HTTP client, shared with the proxy.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// The HTTP client of the proxy (mutations).
+    pub fn proxy_client(&self) -> &reqwest::Client {
+        &self.proxy_client
+    }
+
+    /// Fetches waiting for an origin slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An origin slot for one fetch of `context`: at once, or after waiting behind at most
+    /// `max_concurrent` others, within the timeout.
+    async fn slot(&self, context: &str) -> Result<tokio::sync::SemaphorePermit<'_>, OriginError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        let busy = || OriginError::Busy { context: context.into() };
+        if self.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.config.max_concurrent.max(1) {
+            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(busy());
+        }
+        let _waiting = Waiting(&self.waiting);
+        match tokio::time::timeout(self.config.timeout, self.slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy()),
+        }
     }
 
     /// The settings.
@@ -199,6 +253,7 @@ impl Origin {
             percent_encoding::NON_ALPHANUMERIC,
         )
         .to_string();
+        let _slot = self.slot(context).await?;
         let url = format!("{}/_mizan/ctx/{context}?params={encoded}", self.config.base.trim_end_matches('/'));
         let mut request = self.client.get(&url).header("accept", "application/json");
         for (name, value) in credentials {

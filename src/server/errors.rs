@@ -50,6 +50,12 @@ pub fn for_page(error: &PageError) -> Response {
         PageError::Origin(OriginError::TooLarge { context, .. }) => {
             (StatusCode::BAD_GATEWAY, format!("The data for \"{context}\" is larger than this node accepts."))
         }
+        PageError::Origin(OriginError::Busy { .. }) => {
+            let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            tracing::warn!(error = %error, "page refused");
+            return r;
+        }
         PageError::Origin(_) => (StatusCode::BAD_GATEWAY, "The data for this page could not be fetched.".to_string()),
         PageError::Render(e) if e.is_overload() => {
             let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
@@ -57,6 +63,7 @@ pub fn for_page(error: &PageError) -> Response {
             tracing::warn!(error = %error, "page refused");
             return r;
         }
+        PageError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The page failed to render.".to_string()),
         PageError::Quarantined { retry_after_s, .. } => {
             let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "This page is failing; try again later.");
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));

@@ -32,7 +32,8 @@ pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Reque
     let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate"]);
     node.forwarding.apply(&mut headers, client.ip(), host.as_ref());
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
-    let answer = node.origin.client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;
+    let answer =
+        node.origin.proxy_client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;
     let answer = match answer {
         Ok(answer) => answer,
         // The path only: the origin's URL may hold credentials, the query a visitor's data.

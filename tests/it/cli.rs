@@ -10,6 +10,21 @@ fn cli() -> Command {
     command
 }
 
+/// Starts `mizan-render serve` (`command`) and returns it with the URL it serves, once ready.
+fn serve(command: Command) -> (std::process::Child, String) {
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = url.clone();
+    let child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
+        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
+        if let Some(found) = found {
+            *seen.lock().unwrap() = found.to_string();
+        }
+        found.is_some()
+    });
+    let url = url.lock().unwrap().clone();
+    (child, url)
+}
+
 fn vectors() -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("tests/vectors/keys.json")).unwrap()).unwrap()
 }
@@ -114,16 +129,7 @@ async fn serve_runs_the_node_from_its_flags() {
     command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
     command.arg(root().join("fixtures/manifests/react.json"));
     command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
-    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = url.clone();
-    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
-        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
-        if let Some(found) = found {
-            *seen.lock().unwrap() = found.to_string();
-        }
-        found.is_some()
-    });
-    let url = url.lock().unwrap().clone();
+    let (mut child, url) = serve(command);
     let first = reqwest::get(format!("{url}/products/5")).await.unwrap();
     assert_eq!(first.headers()["x-mizan-cache"], "MISS");
     let second = reqwest::get(format!("{url}/products/5")).await.unwrap();
@@ -147,16 +153,7 @@ async fn serve_logs_no_secret_and_no_colour_into_a_file() {
     command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
     command.arg(root().join("fixtures/manifests/react.json")).arg("--secret-file").arg(&secret_file);
     command.args(["--store", &redis.url()]).env("LOG", &log).env_remove("MIZAN_SECRET");
-    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = url.clone();
-    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
-        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
-        if let Some(found) = found {
-            *seen.lock().unwrap() = found.to_string();
-        }
-        found.is_some()
-    });
-    let url = url.lock().unwrap().clone();
+    let (mut child, url) = serve(command);
     let page = reqwest::get(format!("{url}/products/5")).await.unwrap();
     assert_eq!(page.headers()["x-mizan-cache"], "MISS", "the node reached Redis with the password");
     let _ = child.kill();
@@ -202,4 +199,29 @@ fn a_bundle_that_does_not_parse_is_reported_with_its_place_and_nothing_else() {
     assert!(stderr.contains("SyntaxError: Unexpected token '}'"), "{stderr}");
     assert!(stderr.contains("syntax_error.mjs:6:2"), "file, line and column: {stderr}");
     assert!(!stderr.contains("leaked"), "V8's own noise reaches the user: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
+    let origin = crate::e2e::harness::Origin::start();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mizan-render"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
+    command.arg(root().join("fixtures/manifests/react.json"));
+    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
+    let (mut child, url) = serve(command);
+    // A request in flight: its data held at the origin's gate.
+    origin.gate("product_detail").await;
+    let in_flight = tokio::spawn(reqwest::get(format!("{url}/products/6")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while origin.waiting("product_detail").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the request never reached the origin");
+        tokio::task::yield_now().await;
+    }
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    origin.release("product_detail").await;
+    let page = in_flight.await.unwrap().unwrap();
+    assert_eq!((page.status().as_u16(), page.headers()["x-mizan-cache"].to_str().unwrap()), (200, "MISS"));
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status}");
 }

@@ -5,6 +5,15 @@ use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// Polls `check` until it holds; fails naming `what` after 20 s instead of hanging.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn health(h: &Harness) -> (u16, Value) {
     let response = h.client.get(format!("{}/_mizan/health", h.url)).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
@@ -73,4 +82,50 @@ async fn health_says_degraded_while_the_store_fails() {
     let (status, report) = health(&h).await;
     assert_eq!((status, report["status"].as_str()), (200, Some("degraded")), "{report}");
     assert!(report["reasons"][0].as_str().unwrap().contains("the redis store failed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_urls_gets_503s_not_a_flood_of_origin_calls() {
+    let h = std::sync::Arc::new(Harness::start_configured(Backend::Memory, |c| c.origin.max_concurrent = 1).await);
+    h.origin.gate("product_detail").await;
+    // One fetch holds the only origin slot (held at the origin's gate) ...
+    let first = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/products/1").await })
+    };
+    until("the first fetch to reach the origin", || {
+        let h = h.clone();
+        async move { h.origin.waiting("product_detail").await == 1 }
+    })
+    .await;
+    // ... one more may wait for it ...
+    let second = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/products/2").await })
+    };
+    until("the second fetch to wait for a slot", || {
+        let h = h.clone();
+        async move { h.node.origin.waiting() == 1 }
+    })
+    .await;
+    // ... and the rest are refused at once.
+    for id in 3..8 {
+        let refused = h.get(&format!("/products/{id}")).await;
+        assert_eq!((refused.status, refused.header("retry-after")), (503, "1"), "/products/{id}");
+    }
+    h.origin.release("product_detail").await;
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(second.await.unwrap().status, 200);
+    assert_eq!(h.origin.calls("product_detail").await, 2, "the refused pages never reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_timeout_bounds_each_wait_not_the_whole_download() {
+    let h = Harness::start_with(Backend::Memory, Duration::from_millis(400)).await;
+    // Eight chunks 150 ms apart: 1 s in all, more than twice the origin timeout, yet no wait
+    // for the next bytes is longer than it.
+    let got = h.get("/api/slow?chunks=8&gap_ms=150").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.lines().count(), 8, "the whole answer arrives: {:?}", got.body);
+    assert!(got.body.ends_with("chunk 7\n"));
 }

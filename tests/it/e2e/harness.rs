@@ -149,6 +149,15 @@ impl Harness {
 
     /// A node whose request-target memo holds at most `memo_bytes`.
     pub async fn start_full(backend: Backend, origin_timeout: Duration, memo_bytes: usize) -> Self {
+        Self::start_configured(backend, |config| {
+            config.origin.timeout = origin_timeout;
+            config.memo_bytes = memo_bytes;
+        })
+        .await
+    }
+
+    /// A node configured as the harness does, then changed by `configure`.
+    pub async fn start_configured(backend: Backend, configure: impl FnOnce(&mut NodeConfig)) -> Self {
         let origin = Origin::start();
         let (store, redis) = match backend {
             Backend::Memory => (StoreConfig::Memory(64 << 20), None),
@@ -162,16 +171,22 @@ impl Harness {
                 (StoreConfig::Redis(server.url()), Some(server))
             }
         };
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             manifest: root().join("fixtures/manifests/react.json"),
-            origin: OriginConfig { base: origin.url(), timeout: origin_timeout, max_body: 8 << 20 },
+            origin: OriginConfig {
+                base: origin.url(),
+                timeout: Duration::from_secs(5),
+                max_body: 8 << 20,
+                max_concurrent: 64,
+            },
             store,
             pool: PoolConfig { workers: 2, queue: 256, ..PoolConfig::default() },
             secret: SECRET.as_bytes().to_vec(),
             dev: false,
             forwarding: Default::default(),
-            memo_bytes,
+            memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
         };
+        configure(&mut config);
         let node = Node::start(config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
