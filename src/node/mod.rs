@@ -5,8 +5,10 @@
 pub mod coalesce;
 pub mod memo;
 pub mod page;
+pub mod purges;
 pub mod quarantine;
 
+use crate::cache::invalidate::Invalidation;
 use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
 use crate::cache::signature::Verifier;
@@ -134,6 +136,35 @@ pub enum StartError {
     Origin(String),
 }
 
+/// Retries the purges that did not land, with backoff, until each does. Holds the node only
+/// while retrying, so a dropped node ends it.
+async fn retry_purges(node: std::sync::Weak<Node>, pending: Arc<purges::PendingPurges>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if pending.is_empty() {
+            pending.wake.notified().await;
+            backoff = Duration::from_millis(100);
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(purges::MAX_RETRY);
+        }
+        let Some(node) = node.upgrade() else { return };
+        for purge in pending.take() {
+            match node.store.purge(&purge.context, &purge.params, purge.mode).await {
+                Ok(n) => {
+                    node.stats.purged.fetch_add(n, Ordering::Relaxed);
+                    tracing::info!(context = %purge.context, purged = n, "deferred purge landed");
+                    pending.landed(&purge);
+                }
+                Err(e) => {
+                    node.store_failed("purge (retry)", &e);
+                    pending.retry_later(purge);
+                }
+            }
+        }
+    }
+}
+
 /// The node's notion of now: the system clock plus an offset that tests move forward.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -225,6 +256,8 @@ pub struct Node {
     pub forwarding: Forwarding,
     /// Routes whose renders keep failing.
     pub quarantine: quarantine::Quarantine,
+    /// Purges from the origin that have not landed in the store yet.
+    pub purges: Arc<purges::PendingPurges>,
     /// Each route's queue lane (its path), by route index.
     lanes: Vec<Arc<str>>,
 }
@@ -273,7 +306,8 @@ impl Node {
             StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, &manifest.site).await?),
         };
         let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
-        Ok(Arc::new(Node {
+        let purges = Arc::new(purges::PendingPurges::default());
+        let node = Arc::new(Node {
             router,
             pool,
             store,
@@ -288,9 +322,28 @@ impl Node {
             targets: TargetMemo::new(config.memo_bytes),
             forwarding: config.forwarding.clone(),
             quarantine: quarantine::Quarantine::new(manifest.routes.len()),
+            purges: purges.clone(),
             lanes: manifest.routes.iter().map(|r| Arc::from(r.path.as_str())).collect(),
             manifest,
-        }))
+        });
+        tokio::spawn(retry_purges(Arc::downgrade(&node), purges));
+        Ok(node)
+    }
+
+    /// Applies a purge the origin asked for; one the store cannot take now is kept, retried
+    /// until it lands, and meanwhile its context is never served from the cache.
+    pub async fn purge_from_origin(&self, purge: Invalidation) {
+        match self.store.purge(&purge.context, &purge.params, purge.mode).await {
+            Ok(n) => {
+                self.stats.purged.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(context = %purge.context, purged = n, "X-Mizan-Invalidate");
+            }
+            Err(e) => {
+                self.store_failed("purge", &e);
+                tracing::error!(context = %purge.context, "purge deferred: retried until it lands; its pages are rendered fresh meanwhile");
+                self.purges.defer(purge);
+            }
+        }
     }
 
     /// Waits for every render flight in the air (background re-renders included) to land.

@@ -121,6 +121,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The contexts its page reads.
+    fn contexts(&self) -> impl Iterator<Item = &str> {
+        self.matched.deps.iter().map(|(c, _)| c.as_str())
+    }
+
     /// Bytes it holds, for the memo's bound.
     pub(crate) fn weight(&self) -> usize {
         let json = |m: &Map<String, Value>| m.iter().map(|(k, v)| k.len() + v.to_string().len() + 32).sum::<usize>();
@@ -233,6 +238,7 @@ impl Node {
         let target = self.target(request)?;
         // The hit path, without I/O when the store allows: no large future is built or moved.
         if !target.no_store
+            && !self.purges.blocks(target.contexts())
             && let Some(Some(entry)) = self.store.get_now(&target.key)
         {
             let now = self.clock.now();
@@ -262,11 +268,16 @@ impl Node {
         }
 
         let key = &target.key;
-        let cached = match self.store.get(key).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                self.store_failed("get", &e);
-                None
+        // A purge of one of its contexts has not landed: the cached page may be the old one.
+        let cached = if self.purges.blocks(target.contexts()) {
+            None
+        } else {
+            match self.store.get(key).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.store_failed("get", &e);
+                    None
+                }
             }
         };
         let now = self.clock.now();
@@ -511,7 +522,9 @@ impl Node {
         let policy = self.manifest.contexts[context].cache;
         // An answer fetched with credentials or vary headers is not the answer the data key
         // names (context and params alone): it is neither read from nor written to the cache.
-        let cacheable = matches!(policy, CachePolicy::Cached(_)) && forwarded.is_empty();
+        let cacheable = matches!(policy, CachePolicy::Cached(_))
+            && forwarded.is_empty()
+            && !self.purges.blocks(std::iter::once(context));
         // Derived only for contexts that may be cached: never-cached ones have no key.
         let key = cacheable.then(|| self.keys.data_key(context, params));
         if let Some(key) = &key {

@@ -65,6 +65,10 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
     if last_store_error != 0 && now.saturating_sub(last_store_error) < STORE_FAILING_FOR_MS {
         reasons.push(format!("the {} store failed {} s ago", node.store.name(), (now - last_store_error) / 1000));
     }
+    let pending_purges = node.purges.len();
+    if pending_purges > 0 {
+        reasons.push(format!("{pending_purges} purges from the origin have not landed yet (retrying)"));
+    }
     let quarantined: Vec<&str> =
         node.quarantine.quarantined(now).into_iter().map(|i| node.manifest.routes[i].path.as_str()).collect();
     if !quarantined.is_empty() {
@@ -100,6 +104,7 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         "store_errors": s.store_errors.load(Ordering::Relaxed),
         "dropped_writes": s.dropped_writes.load(Ordering::Relaxed),
         "purged": s.purged.load(Ordering::Relaxed),
+        "pending_purges": pending_purges,
     });
     (code, axum::Json(body)).into_response()
 }

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::TryStreamExt as _;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 /// Forwards `request` to the origin under `path`, the normalised path the prefix check
 /// approved ([`crate::origin::proxy::decide`]), never the raw one.
@@ -58,13 +57,7 @@ pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Reque
             tracing::warn!(%path, member = %why, "X-Mizan-Invalidate: member skipped");
         }
         for purge in purges {
-            match node.store.purge(&purge.context, &purge.params, purge.mode).await {
-                Ok(n) => {
-                    node.stats.purged.fetch_add(n, Ordering::Relaxed);
-                    tracing::info!(context = %purge.context, purged = n, "X-Mizan-Invalidate");
-                }
-                Err(e) => node.store_failed("purge", &e),
-            }
+            node.purge_from_origin(purge).await;
         }
     }
     let mut response = Response::builder().status(answer.status());
