@@ -258,6 +258,8 @@ pub struct Node {
     pub quarantine: quarantine::Quarantine,
     /// Purges from the origin that have not landed in the store yet.
     pub purges: Arc<purges::PendingPurges>,
+    /// Workers that renders of suspect routes may hold at once: one less than the pool has.
+    pub(crate) suspect_slots: tokio::sync::Semaphore,
     /// Each route's queue lane (its path), by route index.
     lanes: Vec<Arc<str>>,
 }
@@ -323,6 +325,7 @@ impl Node {
             forwarding: config.forwarding.clone(),
             quarantine: quarantine::Quarantine::new(manifest.routes.len()),
             purges: purges.clone(),
+            suspect_slots: tokio::sync::Semaphore::new(config.pool.workers.saturating_sub(1).max(1)),
             lanes: manifest.routes.iter().map(|r| Arc::from(r.path.as_str())).collect(),
             manifest,
         });

@@ -466,6 +466,16 @@ impl Node {
             cpu_budget: route.cpu_ms.map(std::time::Duration::from_millis),
             lane: self.lane(matched.index),
         };
+        // A route that failed lately renders on fewer workers than the pool has.
+        let _slot = if self.quarantine.is_suspect(matched.index) {
+            let wait = self.pool.render_timeout();
+            match tokio::time::timeout(wait, self.suspect_slots.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => return Err(RenderError::LaneFull { lane: route.path.clone(), limit: 1 }.into()),
+            }
+        } else {
+            None
+        };
         let rendered = self.pool.render_with(&route.bundle, &route.page, &input, options).await;
         let outcome = match &rendered {
             Ok(_) => Outcome::Rendered,

@@ -3,7 +3,9 @@
 //! cool-down; its requests get the stale page within `sie`, else an immediate 503 with
 //! `Retry-After`, without taking a worker. When the cool-down ends, one probe render at a
 //! time decides: a success ends the quarantine, a fault starts a longer one (doubling, up to
-//! [`MAX_COOLDOWN`]).
+//! [`MAX_COOLDOWN`]). A route that has failed since it last rendered well is *suspect*: its
+//! renders share a bounded number of workers (one less than the pool has), so a burst of bad
+//! renders can never occupy every worker.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -125,6 +127,14 @@ impl Quarantine {
         }
     }
 
+    /// Whether route `index` has failed since it last rendered well (or is quarantined): its
+    /// renders then share one worker less than the pool has, so good pages always find one.
+    pub fn is_suspect(&self, index: usize) -> bool {
+        self.routes
+            .get(index)
+            .is_some_and(|h| h.faults.load(Ordering::Relaxed) > 0 || h.until_ms.load(Ordering::Relaxed) != 0)
+    }
+
     /// Indices of the routes quarantined at `now_ms`.
     pub fn quarantined(&self, now_ms: u64) -> Vec<usize> {
         let mut out = Vec::new();
@@ -149,6 +159,7 @@ mod tests {
             q.record(0, "/bad", Outcome::Fault, 1_000);
         }
         assert!(matches!(q.admit(0, 1_000), Admission::Render));
+        assert!(q.is_suspect(0) && !q.is_suspect(1), "a route that failed shares fewer workers");
         q.record(0, "/bad", Outcome::Fault, 1_000);
         assert!(matches!(q.admit(0, 1_000), Admission::Refuse(10)));
         assert!(matches!(q.admit(1, 1_000), Admission::Render), "another route is not affected");
@@ -166,6 +177,7 @@ mod tests {
         drop(probe);
         assert!(matches!(q.admit(0, 31_000), Admission::Render));
         assert!(q.quarantined(31_000).is_empty());
+        assert!(!q.is_suspect(0), "a good render clears it");
         assert_eq!(q.started.load(Ordering::Relaxed), 2);
     }
 

@@ -116,6 +116,7 @@ pub struct Pool {
     bundles: BTreeSet<Arc<str>>,
     capacity: usize,
     cpu_budget: Duration,
+    render_timeout: Duration,
     admission: Arc<Admission>,
     workers: Vec<JoinHandle<()>>,
     stats: Arc<PoolStats>,
@@ -177,6 +178,7 @@ impl Pool {
             bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
             capacity,
             cpu_budget: config.cpu_budget,
+            render_timeout: config.render_timeout,
             admission: Admission::new((capacity / 2).max(1), config.queue_bytes.max(1)),
             workers: handles,
             stats,
@@ -240,6 +242,11 @@ impl Pool {
     /// Bytes of render input waiting in the queue now.
     pub fn queued_bytes(&self) -> usize {
         self.admission.bytes()
+    }
+
+    /// The longest a render may take, waiting in the queue included.
+    pub fn render_timeout(&self) -> Duration {
+        self.render_timeout
     }
 
     /// Workers able to render now.
