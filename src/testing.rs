@@ -101,3 +101,23 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// How long a test waits for a condition before it fails: far longer than any healthy wait on
+/// a loaded 2-core machine, far shorter than a CI job's timeout.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Polls `check` until it holds, yielding to the runtime between polls (no sleep), and panics
+/// naming `what` once `deadline` has passed: a regression fails the test instead of hanging
+/// it. For a condition that needs no await, return `std::future::ready(condition)`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        let waited = start.elapsed();
+        assert!(waited < deadline, "gave up waiting for {what} after {waited:.1?}");
+        tokio::task::yield_now().await;
+    }
+}

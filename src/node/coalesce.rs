@@ -125,9 +125,10 @@ mod tests {
                     .await
             }));
         }
-        while coalescer.waiting("k") < 10 {
-            tokio::task::yield_now().await;
-        }
+        crate::testing::wait_until("ten callers waiting on one flight", crate::testing::DEADLINE, || {
+            std::future::ready(coalescer.waiting("k") == 10)
+        })
+        .await;
         release.send(true).unwrap();
         let mut leaders = 0;
         for task in tasks {

@@ -160,6 +160,10 @@ pub struct Flown {
     pub sharing: Sharing,
 }
 
+/// Longest a response waits for the store to take a write: a locked or slow store costs a
+/// page this much at most (the write may still land, or fail and be counted).
+pub const PUT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Longest lifetime (ttl, swr or sie) a page or data entry gets: one year.
 pub const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
 
@@ -350,6 +354,18 @@ impl Node {
         }
     }
 
+    /// `store.put(entry)`, given up after `wait` (counted as a store error): a response never
+    /// waits longer than that for the cache.
+    async fn put_within(&self, wait: std::time::Duration, entry: Entry) -> Result<PutOutcome, crate::cache::CacheError> {
+        match tokio::time::timeout(wait, self.store.put(entry)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(crate::cache::CacheError::Unavailable {
+                store: self.store.name(),
+                message: format!("no answer to a write within {} ms", wait.as_millis()),
+            }),
+        }
+    }
+
     /// Whether the route of `target` may render now: `Some` probe slot when it is the one
     /// probe of a quarantined route, the refusal when it is quarantined.
     fn admit(&self, target: &Target) -> Result<Option<Probe<'_>>, Arc<PageError>> {
@@ -392,7 +408,7 @@ impl Node {
         if sharing != Sharing::Stored {
             return Ok(Flown { page, sharing });
         }
-        match self.store.put((*page).clone()).await {
+        match self.put_within(PUT_WAIT, (*page).clone()).await {
             Ok(PutOutcome::Stored) => {}
             Ok(PutOutcome::Dropped { context }) => {
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
@@ -572,7 +588,7 @@ impl Node {
                 extra: Map::new(),
             };
             let body = bytes::Bytes::from(serde_json::to_vec(data).unwrap_or_default());
-            if let Err(e) = self.store.put(Entry { body, meta }).await {
+            if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
                 self.store_failed("put", &e);
             }
         }

@@ -212,11 +212,8 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     // A request in flight: its data held at the origin's gate.
     origin.gate("product_detail").await;
     let in_flight = tokio::spawn(reqwest::get(format!("{url}/products/6")));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while origin.waiting("product_detail").await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the request never reached the origin");
-        tokio::task::yield_now().await;
-    }
+    let reached = || async { origin.waiting("product_detail").await == 1 };
+    crate::common::wait_until("the request to reach the origin", crate::common::DEADLINE, reached).await;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     origin.release("product_detail").await;

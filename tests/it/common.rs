@@ -7,6 +7,9 @@ use mizan_render::pool::{BundleSource, Pool, PoolConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use mizan_render::testing::{DEADLINE, wait_until};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -73,4 +76,18 @@ pub fn hydration_payload(html: &str) -> &str {
 /// Absolute path under the test binary's scratch directory.
 pub fn scratch(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// A SQLite file under the scratch directory that no other test case is given, whether it
+/// runs in this process (`cargo test`: cases are threads) or another (nextest: a process per
+/// case): `<prefix>-<pid>-<n>.db`, `n` from a process-wide counter. What an earlier run left
+/// under that name (same pid), `-wal` and `-shm` included, is removed first.
+pub fn scratch_db(prefix: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = scratch(&format!("{prefix}-{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
 }

@@ -154,13 +154,11 @@ async fn an_answer_the_origin_marks_private_is_never_stored_nor_shared() {
             tokio::spawn(async move { h.get("/products/14").await })
         })
         .collect();
-    loop {
+    let coalesced = || {
         let keys = h.node.flights.keys();
-        if keys.len() == 1 && h.node.flights.waiting(&keys[0]) == 3 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+        std::future::ready(keys.len() == 1 && h.node.flights.waiting(&keys[0]) == 3)
+    };
+    crate::common::wait_until("three requests on one flight", crate::common::DEADLINE, coalesced).await;
     h.origin.release("product_detail").await;
     for request in requests {
         let got = request.await.unwrap();

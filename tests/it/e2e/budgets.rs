@@ -1,18 +1,10 @@
 //! One bad page never slows the good ones (issue 14): CPU budgets, quarantine, health.
 
 use super::harness::{Backend, Harness};
+use crate::common::{DEADLINE, wait_until};
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// Polls `check` until it holds; fails naming `what` after 20 s instead of hanging.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::task::yield_now().await;
-    }
-}
 
 async fn health(h: &Harness) -> (u16, Value) {
     let response = h.client.get(format!("{}/_mizan/health", h.url)).send().await.unwrap();
@@ -93,7 +85,7 @@ async fn a_flood_of_distinct_urls_gets_503s_not_a_flood_of_origin_calls() {
         let h = h.clone();
         tokio::spawn(async move { h.get("/products/1").await })
     };
-    until("the first fetch to reach the origin", || {
+    wait_until("the first fetch to reach the origin", DEADLINE, || {
         let h = h.clone();
         async move { h.origin.waiting("product_detail").await == 1 }
     })
@@ -103,10 +95,7 @@ async fn a_flood_of_distinct_urls_gets_503s_not_a_flood_of_origin_calls() {
         let h = h.clone();
         tokio::spawn(async move { h.get("/products/2").await })
     };
-    until("the second fetch to wait for a slot", || {
-        let h = h.clone();
-        async move { h.node.origin.waiting() == 1 }
-    })
+    wait_until("the second fetch to wait for a slot", DEADLINE, || std::future::ready(h.node.origin.waiting() == 1))
     .await;
     // ... and the rest are refused at once.
     for id in 3..8 {

@@ -1,15 +1,16 @@
 //! Bad input and faults, end to end: errors with the right status and words, hostile
 //! requests that cannot poison or bust the cache, signed purges, the proxy's header
-//! handling, a Redis that goes away, and the purge and prerender commands.
+//! handling, a Redis that goes away, a SQLite file locked by another connection, and the
+//! purge and prerender commands. Every case the store takes part in runs on each store.
 
-use super::harness::{Backend, Harness, SECRET, read};
+use super::harness::{Backend, Harness, SECRET, price, read};
+use crate::common::{DEADLINE, scratch_db, wait_until};
 use mizan_render::cache::Keys;
 use mizan_render::cache::signature::sign;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_have_the_right_status_and_say_what_was_wrong() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn errors_have_the_right_status_and_say_what_was_wrong(backend: Backend) {
+    let h = Harness::start(backend).await;
     let missing = h.get("/nowhere").await;
     assert_eq!((missing.status, missing.header("cache-control")), (404, "no-store"));
     let unknown_product = h.get("/products/9999").await;
@@ -42,9 +43,8 @@ async fn a_slow_origin_is_a_504_and_a_down_one_a_502() {
     assert_eq!(h.get("/products/3").await.status, 502);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_requests_cannot_bust_or_poison_the_cache() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn hostile_requests_cannot_bust_or_poison_the_cache(backend: Backend) {
+    let h = Harness::start(backend).await;
     // Cold key, the hostile request first: its render is the one stored for everyone.
     let hostile =
         h.get_with("/products/3?utm_source=x&cache_bust=1&next=%2F%2Fevil.example", &[("host", "evil.example")]).await;
@@ -70,9 +70,8 @@ async fn hostile_requests_cannot_bust_or_poison_the_cache() {
     assert_eq!(h.origin.calls("product_detail").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etags_answer_304() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn etags_answer_304(backend: Backend) {
+    let h = Harness::start(backend).await;
     let first = h.get("/products/6").await;
     let etag = first.header("etag").to_string();
     assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
@@ -82,9 +81,8 @@ async fn etags_answer_304() {
     assert_eq!(h.get_with("/products/6", &[("if-none-match", "\"other\"")]).await.status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_purges_are_accepted_once_and_forged_ones_change_nothing() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn signed_purges_are_accepted_once_and_forged_ones_change_nothing(backend: Backend) {
+    let h = Harness::start(backend).await;
     assert_eq!(h.get("/products/1").await.cache(), "MISS");
     let body = br#"{"purge":[{"context":"product_detail","params":{"id":1}}],"mode":"hard"}"#.to_vec();
     let post = |signature: String, body: Vec<u8>| {
@@ -112,9 +110,8 @@ async fn signed_purges_are_accepted_once_and_forged_ones_change_nothing() {
     assert_eq!(h.get("/products/1").await.cache(), "HIT");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proxy_drops_hop_by_hop_headers_and_survives_a_malformed_invalidate() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn the_proxy_drops_hop_by_hop_headers_and_survives_a_malformed_invalidate(backend: Backend) {
+    let h = Harness::start(backend).await;
     assert_eq!(h.get("/products").await.cache(), "MISS");
     let url = format!("{}/api/echo?invalidate=%28bad%29%2C%20product_list%2C%2042", h.url);
     let response = h
@@ -150,19 +147,55 @@ async fn the_node_fails_open_while_redis_is_away_and_caches_again_when_it_return
         h.client.get(format!("{}/_mizan/health", h.url)).send().await.unwrap().json().await.unwrap();
     assert!(health["store_errors"].as_u64().unwrap() > 0);
     h.redis.as_mut().unwrap().restart();
-    let mut cached_again = false;
-    for _ in 0..50 {
-        if h.get("/products/2").await.cache() == "HIT" {
-            cached_again = true;
-            break;
-        }
-    }
-    assert!(cached_again, "the node did not cache again after Redis returned");
+    let h = &h;
+    wait_until("the node to serve a HIT again after Redis returned", DEADLINE, || async move {
+        h.get("/products/2").await.cache() == "HIT"
+    })
+    .await;
 }
 
+/// Another connection holds the SQLite file's write lock (an EXCLUSIVE transaction, with a
+/// change it never commits). In WAL mode reads go on: hits are served, and never the
+/// uncommitted rows. A miss is rendered and served; its write waits out SQLite's busy
+/// timeout and fails, and is counted. Once the lock goes the node caches again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_purge_command_signs_what_the_node_accepts() {
-    let h = Harness::start(Backend::Memory).await;
+async fn the_node_fails_open_while_sqlite_is_locked_and_caches_again_when_released() {
+    let path = scratch_db("locked-node");
+    let h = Harness::start_on_sqlite(path.clone()).await;
+    assert_eq!(h.get("/products/1").await.cache(), "MISS");
+    let cached = h.get("/products/1").await;
+    assert_eq!((cached.cache(), price(&cached.body)), ("HIT", "€182.75"));
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE; UPDATE entries SET body = CAST('poisoned' AS BLOB);").unwrap();
+    let errors_before = h.node.stats.store_errors.load(std::sync::atomic::Ordering::Relaxed);
+    let hit = h.get("/products/1").await;
+    assert_eq!((hit.status, hit.cache()), (200, "HIT"));
+    assert_eq!(hit.body, cached.body, "the committed page, not the locker's uncommitted change");
+    // A page without data: one write, the page's (a product page would wait out the busy
+    // timeout twice, for its data entry and for itself).
+    let miss = tokio::time::timeout(DEADLINE, h.get("/about")).await.expect("a miss on a locked store never answered");
+    assert_eq!((miss.status, miss.cache()), (200, "MISS"), "{}", miss.body);
+    assert!(miss.body.contains("<h1>About</h1>"), "{}", miss.body);
+    let (status, report) = h.health().await;
+    let errors = report["store_errors"].as_u64().unwrap();
+    assert!(errors > errors_before, "the failed write is counted: {report}");
+    assert_eq!((status, report["status"].as_str()), (200, Some("degraded")), "{report}");
+    let reasons = report["reasons"].to_string();
+    assert!(reasons.contains("sqlite store failed"), "{report}");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(h.get("/about").await.cache(), "MISS", "nothing was stored while the file was locked");
+    assert_eq!(h.get("/about").await.cache(), "HIT", "stored once the lock went");
+    let after = h.get("/products/1").await;
+    assert_eq!((after.cache(), after.body.as_str()), ("HIT", cached.body.as_str()));
+    let (_, report) = h.health().await;
+    assert_eq!(report["store_errors"].as_u64(), Some(errors), "no store call failed after the lock went: {report}");
+}
+
+pub async fn the_purge_command_signs_what_the_node_accepts(backend: Backend) {
+    let h = Harness::start(backend).await;
     assert_eq!(h.get("/products/11").await.cache(), "MISS");
     let purge = |secret: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_mizan-render"))
@@ -180,9 +213,8 @@ async fn the_purge_command_signs_what_the_node_accepts() {
     assert_eq!(h.get("/products/11").await.cache(), "MISS");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prerender_warms_every_enumerable_page() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn prerender_warms_every_enumerable_page(backend: Backend) {
+    let h = Harness::start(backend).await;
     let urls = mizan_render::prerender::urls(&h.node);
     assert_eq!(urls.len(), 21);
     assert!(urls.contains(&"/products".to_string()) && urls.contains(&"/products/20".to_string()));
@@ -192,9 +224,8 @@ async fn prerender_warms_every_enumerable_page() {
     assert_eq!(h.get("/products").await.cache(), "HIT");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_pages_never_carry_a_visitors_cookie() {
-    let h = Harness::start(Backend::Memory).await;
+pub async fn shared_pages_never_carry_a_visitors_cookie(backend: Backend) {
+    let h = Harness::start(backend).await;
     // The Promo page sets a cookie although its page is shared: dropped on the MISS (and for
     // every request coalesced on it) and on every HIT.
     let miss = h.get("/promo").await;
@@ -205,3 +236,14 @@ async fn shared_pages_never_carry_a_visitors_cookie() {
     let cart = h.get_with("/cart", &[("cookie", "user=u1")]).await;
     assert_eq!((cart.cache(), cart.header("set-cookie")), ("BYPASS", "cart_seen=1; Path=/; HttpOnly"));
 }
+
+on_every_store!(
+    errors_have_the_right_status_and_say_what_was_wrong,
+    hostile_requests_cannot_bust_or_poison_the_cache,
+    etags_answer_304,
+    signed_purges_are_accepted_once_and_forged_ones_change_nothing,
+    the_proxy_drops_hop_by_hop_headers_and_survives_a_malformed_invalidate,
+    the_purge_command_signs_what_the_node_accepts,
+    prerender_warms_every_enumerable_page,
+    shared_pages_never_carry_a_visitors_cookie,
+);

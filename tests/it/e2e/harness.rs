@@ -161,11 +161,7 @@ impl Harness {
         let origin = Origin::start();
         let (store, redis) = match backend {
             Backend::Memory => (StoreConfig::Memory(64 << 20), None),
-            Backend::Sqlite => {
-                let path = crate::common::scratch(&format!("e2e-{}-{}.db", std::process::id(), origin.port));
-                let _ = std::fs::remove_file(&path);
-                (StoreConfig::Sqlite(path), None)
-            }
+            Backend::Sqlite => (StoreConfig::Sqlite(crate::common::scratch_db("e2e")), None),
             Backend::Redis => {
                 let server = RedisServer::start();
                 (StoreConfig::Redis(server.url()), Some(server))
@@ -193,6 +189,18 @@ impl Harness {
         let app = mizan_render::server::app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { origin, node, url, client: reqwest::Client::new(), redis }
+    }
+
+    /// A node on the SQLite file at `path`, for a test that works on the file itself (locks
+    /// it, say).
+    pub async fn start_on_sqlite(path: std::path::PathBuf) -> Self {
+        Self::start_configured(Backend::Sqlite, move |config| config.store = StoreConfig::Sqlite(path)).await
+    }
+
+    /// `/_mizan/health`: its status code and its report.
+    pub async fn health(&self) -> (u16, Value) {
+        let response = self.client.get(format!("{}/_mizan/health", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
     }
 
     pub async fn get(&self, path: &str) -> Got {

@@ -2,12 +2,25 @@
 //! miss, hit, a mutation through the proxy that purges, re-renders, stale serving,
 //! coalescing, no-store pages, and a purge racing a slow render.
 
+/// Runs each named `pub async fn(Backend)` of the invoking module on every store: modules
+/// `on_memory`, `on_sqlite` and `on_redis`, one test per store. Defined before the submodules
+/// so they can use it too.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod on_memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Memory).await } )* }
+        mod on_sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
+        mod on_redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Redis).await } )* }
+    };
+}
+
 mod attacks;
 mod budgets;
 mod faults;
 pub mod harness;
 mod hydrate;
+mod purges;
 
+use crate::common::{DEADLINE, wait_until};
 use harness::{Backend, Harness, price};
 use std::time::Duration;
 
@@ -87,13 +100,11 @@ pub async fn concurrent_misses_make_one_origin_call_and_one_render(backend: Back
         })
         .collect();
     // All eight wait on one flight before the origin answers.
-    loop {
+    wait_until("eight requests waiting on one flight", DEADLINE, || {
         let keys = h.node.flights.keys();
-        if keys.len() == 1 && h.node.flights.waiting(&keys[0]) == 8 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+        std::future::ready(keys.len() == 1 && h.node.flights.waiting(&keys[0]) == 8)
+    })
+    .await;
     h.origin.release("product_detail").await;
     let mut bodies = Vec::new();
     for r in requests {
@@ -127,9 +138,11 @@ pub async fn a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache(
         let h = h.clone();
         tokio::spawn(async move { h.get("/products/5").await })
     };
-    while h.origin.waiting("product_detail").await == 0 {
-        tokio::task::yield_now().await;
-    }
+    let origin = &h.origin;
+    wait_until("the slow render's fetch to reach the origin's gate", DEADLINE, || async move {
+        origin.waiting("product_detail").await > 0
+    })
+    .await;
     // The render has read the old price and is held; the mutation purges meanwhile.
     assert_eq!(h.set_price(5, 1.25).await.status, 200);
     h.origin.release("product_detail").await;
@@ -148,14 +161,6 @@ pub async fn a_page_without_data_is_cached_with_default_lifetimes(backend: Backe
     assert_eq!(h.get("/about").await.cache(), "HIT");
     h.node.clock.advance(Duration::from_secs(61)); // past the default ttl of 60 s, no swr
     assert_eq!(h.get("/about").await.cache(), "MISS");
-}
-
-macro_rules! on_every_store {
-    ($($test:ident),* $(,)?) => {
-        mod on_memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Memory).await } )* }
-        mod on_sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
-        mod on_redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Redis).await } )* }
-    };
 }
 
 on_every_store!(

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_the_store_cannot_take_is_retried_and_its_pages_are_never_served_old() {
-    let path = crate::common::scratch(&format!("purge-retry-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = crate::common::scratch_db("purge-retry");
     let store = StoreConfig::Sqlite(path.clone());
     let h = Harness::start_configured(Backend::Sqlite, move |c| c.store = store).await;
     assert_eq!(h.get("/products/7").await.cache(), "MISS");
@@ -31,11 +30,8 @@ async fn a_purge_the_store_cannot_take_is_retried_and_its_pages_are_never_served
     // The lock goes: the retry lands, and caching resumes with the new data.
     locker.execute_batch("COMMIT").unwrap();
     drop(locker);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !h.node.purges.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the deferred purge never landed");
-        tokio::task::yield_now().await;
-    }
+    let landed = || std::future::ready(h.node.purges.is_empty());
+    crate::common::wait_until("the deferred purges to land", Duration::from_secs(30), landed).await;
     let after = h.get("/products/7").await;
     assert_eq!(price(&after.body), "€99.50");
     let again = h.get("/products/7").await;
