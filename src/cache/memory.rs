@@ -1,10 +1,29 @@
 //! The in-memory store (the default): a byte-bounded moka cache for entries, read without
 //! locks on the hit path, and a tag index and generation table behind one mutex that puts
-//! and purges take (never gets).
+//! and purges take (never gets), each only briefly.
 //!
 //! moka evicts on its own schedule, possibly inside an insert made while the mutex is held,
 //! so its eviction listener only queues the evicted key; the queue is drained into the index
-//! at the next put or purge.
+//! (a bounded number per lock) at the next put or purge.
+//!
+//! A purge takes the mutex once to bump the generation and list the matching keys, then
+//! removes (or marks) them in chunks of [`CHUNK`], taking the mutex again for each chunk and
+//! releasing it in between, so puts and renders' `generations` wait at most one chunk; a purge
+//! larger than one chunk runs on tokio's blocking pool, off the runtime's threads. It stays
+//! exact:
+//!
+//! - the generation moves, under the mutex, before anything is removed, and every put checks
+//!   the generations and inserts under the same mutex: a put of a render that read the old
+//!   generation and comes after the bump is dropped; a put that came before it is in the list;
+//! - a chunk removes an entry only if it is still one stored before the bump: its recorded
+//!   generation of the purged context is older than the purge's (or absent). The check and the
+//!   removal happen under the mutex, so no put slips between them. An entry put after the
+//!   bump by a render that started after it is left alone (a purge never drops a fresh
+//!   write); one that was there before is removed unless such a fresh one replaced it;
+//! - a soft purge rewrites an entry under the mutex from the entry it just read there, so it
+//!   never writes back over a newer put (no resurrection);
+//! - once a purge is under way it finishes even if its caller stops waiting: the chunks after
+//!   the first run on a blocking task that is not cancelled with the future.
 
 use super::CacheError;
 use super::meta::purge_tags;
@@ -19,29 +38,54 @@ use std::time::{Duration, Instant};
 /// Default capacity: 256 MiB of bodies and metadata.
 pub const DEFAULT_CAPACITY: u64 = 256 << 20;
 
+/// Entries a purge removes or marks per acquisition of the index mutex (about 1 ms of work).
+pub const CHUNK: usize = 256;
+
+/// Evicted keys applied to the index per acquisition of the mutex, so that a burst of
+/// expiries never makes one put hold it long; the rest wait for the next acquisition.
+const EVICTIONS_PER_LOCK: usize = 1024;
+
 /// Seeded per process; faster than SipHash on 70-byte keys, still HashDoS-resistant.
 type Hasher = foldhash::quality::RandomState;
 
 #[derive(Default)]
 struct Index {
     tags: HashMap<String, HashSet<Arc<str>, Hasher>, Hasher>,
-    key_tags: HashMap<Arc<str>, Vec<String>, Hasher>,
+    /// Each indexed key's tags and the generations its entry recorded (what a purge checks,
+    /// without a read of the entry that moka would record).
+    key_tags: HashMap<Arc<str>, Linked, Hasher>,
     generations: HashMap<String, u64>,
+    /// Tag sets emptied by [`Index::unlink`], to be freed once the mutex is released: freeing
+    /// a large table can take the allocator tens of milliseconds (it may return memory to the
+    /// system then).
+    emptied: Vec<HashSet<Arc<str>, Hasher>>,
+}
+
+struct Linked {
+    tags: Vec<String>,
+    generation: Generations,
 }
 
 impl Index {
     fn unlink(&mut self, key: &str) {
-        if let Some(tags) = self.key_tags.remove(key) {
-            for tag in tags {
+        if let Some(linked) = self.key_tags.remove(key) {
+            for tag in linked.tags {
                 if let Some(keys) = self.tags.get_mut(&tag) {
                     keys.remove(key);
                     if keys.is_empty() {
-                        self.tags.remove(&tag);
+                        self.emptied.extend(self.tags.remove(&tag));
                     }
                 }
             }
         }
     }
+}
+
+/// Releases the mutex, then frees what the critical section emptied.
+fn release(mut index: MutexGuard<'_, Index>) {
+    let emptied = std::mem::take(&mut index.emptied);
+    drop(index);
+    drop(emptied);
 }
 
 /// Expiry of each entry: when its metadata says no rule can serve it any more.
@@ -65,9 +109,15 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for ExpiresAt {
 
 /// The in-memory store.
 pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     entries: Cache<Arc<str>, Arc<Entry>, Hasher>,
     index: Mutex<Index>,
     evicted: Mutex<mpsc::Receiver<Arc<str>>>,
+    #[cfg(test)]
+    pause: super::store::PauseHook,
 }
 
 impl MemoryStore {
@@ -92,14 +142,42 @@ impl MemoryStore {
                 }
             })
             .build_with_hasher(Hasher::default());
-        Self { entries, index: Mutex::new(Index::default()), evicted: Mutex::new(rx) }
+        let inner = Inner {
+            entries,
+            index: Mutex::new(Index::default()),
+            evicted: Mutex::new(rx),
+            #[cfg(test)]
+            pause: Default::default(),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
-    /// The index, with evictions since the last call applied.
+    /// Bytes currently held, after pending evictions ran.
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.entries.run_pending_tasks();
+        self.inner.entries.weighted_size()
+    }
+
+    /// Number of tags in the index (for tests of index hygiene), after every pending eviction
+    /// was applied.
+    pub fn tag_count(&self) -> usize {
+        self.inner.entries.run_pending_tasks();
+        self.inner.index_applying(usize::MAX).tags.len()
+    }
+}
+
+impl Inner {
+    /// The index, with (up to [`EVICTIONS_PER_LOCK`]) evictions since the last call applied.
     fn index(&self) -> MutexGuard<'_, Index> {
+        self.index_applying(EVICTIONS_PER_LOCK)
+    }
+
+    /// The index, with up to `evictions` evictions since the last call applied.
+    fn index_applying(&self, evictions: usize) -> MutexGuard<'_, Index> {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(evicted) = self.evicted.lock() {
-            while let Ok(key) = evicted.try_recv() {
+            for _ in 0..evictions {
+                let Ok(key) = evicted.try_recv() else { break };
                 // Evicted, unless it was put again since.
                 if !self.entries.contains_key(&key) {
                     index.unlink(&key);
@@ -109,16 +187,69 @@ impl MemoryStore {
         index
     }
 
-    /// Bytes currently held, after pending evictions ran.
-    pub fn weighted_size(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.weighted_size()
-    }
-
-    /// Number of tags in the index (for tests of index hygiene).
-    pub fn tag_count(&self) -> usize {
-        self.entries.run_pending_tasks();
-        self.index().tags.len()
+    /// Removes (hard) or marks stale (soft) those of `keys` that are still entries stored
+    /// before generation `generation` of `context`, one chunk per acquisition of the mutex.
+    /// Returns how many it removed or marked.
+    ///
+    /// With `pending_tasks`, moka's pending bookkeeping is run after each chunk, on this
+    /// thread.
+    fn purge_keys(
+        &self,
+        context: &str,
+        generation: u64,
+        keys: &[Arc<str>],
+        mode: PurgeMode,
+        pending_tasks: bool,
+    ) -> u64 {
+        let now = now_ms();
+        let mut count = 0;
+        #[cfg(test)]
+        let (mut chunks, mut _done) = (0, None);
+        for chunk in keys.chunks(CHUNK) {
+            #[cfg(test)]
+            {
+                if chunks == 1 {
+                    _done = Some(self.pause.pause_blocking());
+                }
+                chunks += 1;
+            }
+            // Removed entries are freed after the mutex is released.
+            let mut removed = Vec::with_capacity(chunk.len());
+            let mut index = self.index();
+            for key in chunk {
+                // Gone from the index (removed, or evicted and applied), or stored after the
+                // bump by a render that started after it: not this purge's.
+                let Some(linked) = index.key_tags.get(key) else { continue };
+                if linked.generation.get(context).is_some_and(|g| *g >= generation) {
+                    continue;
+                }
+                match mode {
+                    PurgeMode::Hard => {
+                        index.unlink(key);
+                        if let Some(entry) = self.entries.remove(key) {
+                            removed.push(entry);
+                            count += 1;
+                        }
+                    }
+                    PurgeMode::Soft => {
+                        if let Some(entry) = self.entries.get(key) {
+                            let mut marked = (*entry).clone();
+                            marked.meta.stale_at = Some(marked.meta.stale_at.map_or(now, |s| s.min(now)));
+                            self.entries.insert(key.clone(), Arc::new(marked));
+                            removed.push(entry);
+                            count += 1;
+                        }
+                    }
+                }
+            }
+            release(index);
+            drop(removed);
+            if pending_tasks {
+                // moka's bookkeeping of these writes is done here, not by the next hits.
+                self.entries.run_pending_tasks();
+            }
+        }
+        count
     }
 }
 
@@ -135,80 +266,202 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
-        Ok(self.entries.get(key))
+        Ok(self.inner.entries.get(key))
     }
 
     fn get_now(&self, key: &str) -> Option<Option<Arc<Entry>>> {
-        Some(self.entries.get(key))
+        Some(self.inner.entries.get(key))
     }
 
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
-        let index = self.index();
+        let index = self.inner.index();
         Ok(contexts.iter().map(|c| (c.clone(), index.generations.get(c).copied().unwrap_or(0))).collect())
     }
 
     async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError> {
-        let mut index = self.index();
+        // Everything that allocates is done before the mutex is taken.
+        let key: Arc<str> = Arc::from(entry.meta.key.as_str());
+        let tags = entry.meta.tags();
+        let generation = entry.meta.generation.clone();
+        let entry = Arc::new(entry);
+        let mut index = self.inner.index();
         if let Some(context) = moved(&entry.meta.generation, |c| index.generations.get(c).copied().unwrap_or(0)) {
             return Ok(PutOutcome::Dropped { context });
         }
-        let key: Arc<str> = Arc::from(entry.meta.key.as_str());
-        let tags = entry.meta.tags();
         index.unlink(&key);
         for tag in &tags {
             index.tags.entry(tag.clone()).or_default().insert(key.clone());
         }
-        index.key_tags.insert(key.clone(), tags);
-        self.entries.insert(key, Arc::new(entry));
+        index.key_tags.insert(key.clone(), Linked { tags, generation });
+        self.inner.entries.insert(key, entry);
+        release(index);
         Ok(PutOutcome::Stored)
     }
 
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError> {
-        let mut index = self.index();
-        *index.generations.entry(context.to_string()).or_insert(0) += 1;
-        let tags = purge_tags(context, params);
-        let mut sets: Vec<&HashSet<Arc<str>, Hasher>> = Vec::with_capacity(tags.len());
-        for tag in &tags {
-            match index.tags.get(tag) {
-                Some(set) => sets.push(set),
-                None => return Ok(0),
-            }
-        }
-        sets.sort_by_key(|s| s.len());
-        let (first, rest) = sets.split_first().expect("purge_tags is never empty");
-        let keys: Vec<Arc<str>> = first.iter().filter(|k| rest.iter().all(|s| s.contains(*k))).cloned().collect();
-        let now = now_ms();
-        let mut count = 0;
-        // Removed entries are dropped after the index lock is released.
-        let mut removed = Vec::with_capacity(keys.len());
-        for key in keys {
-            match mode {
-                PurgeMode::Hard => {
-                    index.unlink(&key);
-                    if let Some(entry) = self.entries.remove(&key) {
-                        removed.push(entry);
-                        count += 1;
-                    }
-                }
-                PurgeMode::Soft => {
-                    if let Some(old) = self.entries.get(&key) {
-                        let mut entry = (*old).clone();
-                        entry.meta.stale_at = Some(entry.meta.stale_at.map_or(now, |s| s.min(now)));
-                        self.entries.insert(key, Arc::new(entry));
-                        count += 1;
-                    }
+        // Under the mutex: the generation moves, then the matching keys are listed.
+        let (generation, keys) = {
+            let mut index = self.inner.index();
+            let generation = index.generations.entry(context.to_string()).or_insert(0);
+            *generation += 1;
+            let generation = *generation;
+            let tags = purge_tags(context, params);
+            let mut sets: Vec<&HashSet<Arc<str>, Hasher>> = Vec::with_capacity(tags.len());
+            for tag in &tags {
+                match index.tags.get(tag) {
+                    Some(set) => sets.push(set),
+                    None => return Ok(0),
                 }
             }
+            sets.sort_by_key(|s| s.len());
+            let (first, rest) = sets.split_first().expect("purge_tags is never empty");
+            let keys: Vec<Arc<str>> = first.iter().filter(|k| rest.iter().all(|s| s.contains(*k))).cloned().collect();
+            (generation, keys)
+        };
+        // One chunk or no runtime to hand it to: here and now (no await, so it cannot be cut
+        // short). More: on the blocking pool, which finishes it even if this future is dropped.
+        let runtime = tokio::runtime::Handle::try_current();
+        if keys.len() <= CHUNK || runtime.is_err() {
+            return Ok(self.inner.purge_keys(context, generation, &keys, mode, false));
         }
-        drop(index);
-        drop(removed);
-        Ok(count)
+        let (inner, context) = (self.inner.clone(), context.to_string());
+        let purge = runtime
+            .expect("checked above")
+            .spawn_blocking(move || inner.purge_keys(&context, generation, &keys, mode, true));
+        purge.await.map_err(|e| CacheError::Unavailable { store: "memory", message: e.to_string() })
     }
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
-        let mut index = self.index();
-        self.entries.remove(key);
+        let mut index = self.inner.index();
+        let entry = self.inner.entries.remove(key);
         index.unlink(key);
+        release(index);
+        drop(entry);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHUNK, MemoryStore};
+    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use serde_json::{Map, Value, json};
+    use std::time::Duration;
+
+    fn entry(key: &str, id: u64, generation: u64, body: &str) -> Entry {
+        let meta: Meta = serde_json::from_value(json!({
+            "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
+            "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
+            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": {"hot": generation}
+        }))
+        .unwrap();
+        Entry { body: body.to_string().into_bytes().into(), meta }
+    }
+
+    fn id(id: u64) -> Map<String, Value> {
+        json!({ "id": id }).as_object().unwrap().clone()
+    }
+
+    /// A deadline that fails the test with a message instead of hanging it.
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f).await.unwrap_or_else(|_| panic!("{what} did not complete"))
+    }
+
+    /// A purge of several chunks, stopped after its first: hits, renders' `generations` and
+    /// puts all proceed meanwhile, a put of a render that read the old generation is dropped,
+    /// fresh puts of keys the purge listed survive it, and everything else it listed is gone.
+    async fn a_large_purge_lets_everything_proceed_and_stays_exact(mode: PurgeMode) {
+        let store = std::sync::Arc::new(MemoryStore::new(64 << 20));
+        let n = 3 * CHUNK + 10;
+        for i in 0..n {
+            assert_eq!(store.put(entry(&format!("m{i}"), 0, 0, "old")).await.unwrap(), PutOutcome::Stored);
+        }
+        store.put(entry("other", 1, 0, "other")).await.unwrap();
+        let paused = store.inner.pause.arm();
+        let crate::cache::store::Paused { reached, resume, .. } = paused;
+        let purge = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("hot", &id(0), mode).await.unwrap() }
+        });
+        within("the purge's first chunk", reached).await.unwrap();
+        assert!(!purge.is_finished());
+
+        // Meanwhile, with the purge listed and one chunk done:
+        assert_eq!(&*within("a hit", store.get("other")).await.unwrap().unwrap().body, b"other");
+        let generations = within("generations", store.generations(&["hot".to_string()])).await.unwrap();
+        assert_eq!(generations["hot"], 1, "the generation moved before anything was removed");
+        // A listed key the purge has not reached yet (the list is in no particular order).
+        let mut last = None;
+        for i in 0..n {
+            let key = format!("m{i}");
+            if store.get(&key).await.unwrap().is_some_and(|e| e.meta.stale_at.is_none()) {
+                last = Some(key);
+                break;
+            }
+        }
+        let last = last.expect("the purge stopped after its first chunk");
+        let late = within("a put", store.put(entry(&last, 0, 0, "rendered before the purge"))).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
+        let fresh = within("a put", store.put(entry(&last, 0, 1, "fresh"))).await.unwrap();
+        assert_eq!(fresh, PutOutcome::Stored);
+        assert_eq!(store.put(entry("new", 0, 1, "fresh")).await.unwrap(), PutOutcome::Stored);
+        assert!(!purge.is_finished(), "the purge waited for the test all along");
+
+        resume.send(()).unwrap();
+        let count = within("the purge", purge).await.unwrap();
+        assert_eq!(count as usize, n - 1, "every listed entry but the fresh one");
+        for key in (0..n).map(|i| format!("m{i}")).filter(|key| *key != last) {
+            let got = store.get(&key).await.unwrap();
+            match mode {
+                PurgeMode::Hard => assert!(got.is_none(), "{key} survived the purge"),
+                PurgeMode::Soft => assert!(got.unwrap().meta.stale_at.is_some(), "{key} not marked"),
+            }
+        }
+        for key in [last.as_str(), "new"] {
+            let got = store.get(key).await.unwrap().unwrap();
+            assert_eq!((&*got.body, got.meta.stale_at), (&b"fresh"[..], None), "{key}: a fresh write was purged");
+        }
+        assert_eq!(store.get("other").await.unwrap().unwrap().meta.stale_at, None);
+        // The index still finds the fresh entries.
+        let expected = if mode == PurgeMode::Hard { 2 } else { n + 1 };
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap() as usize, expected);
+        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 1);
+        assert_eq!(store.tag_count(), 0, "nothing left in the index");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_hard_purge_lets_everything_proceed_and_stays_exact() {
+        a_large_purge_lets_everything_proceed_and_stays_exact(PurgeMode::Hard).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_soft_purge_lets_everything_proceed_and_never_writes_over_a_newer_put() {
+        a_large_purge_lets_everything_proceed_and_stays_exact(PurgeMode::Soft).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_whose_caller_stops_waiting_still_finishes() {
+        let store = std::sync::Arc::new(MemoryStore::new(64 << 20));
+        let n = 2 * CHUNK + 1;
+        for i in 0..n {
+            store.put(entry(&format!("m{i}"), 0, 0, "old")).await.unwrap();
+        }
+        let paused = store.inner.pause.arm();
+        let crate::cache::store::Paused { reached, resume, done } = paused;
+        let purge = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap() }
+        });
+        within("the purge's first chunk", reached).await.unwrap();
+        purge.abort();
+        assert!(within("the aborted caller", purge).await.unwrap_err().is_cancelled());
+        resume.send(()).unwrap();
+        // The blocking task goes on.
+        within("the rest of the purge", done).await.unwrap();
+        let mut left = 0;
+        for i in 0..n {
+            left += usize::from(store.get(&format!("m{i}")).await.unwrap().is_some());
+        }
+        assert_eq!(left, 0, "a purge cut short by its caller left entries behind");
     }
 }

@@ -5,21 +5,37 @@
 //! - `mz1:<site>:<k>`: the entry, one string: a 4-byte big-endian metadata length, the
 //!   metadata JSON, the body. One `GET` reads it and one `DEL` frees it.
 //! - `mz1:<site>:s:<k>`: the soft-purge mark (`stale_at`, unix ms), same expiry as the entry.
-//! - `mz1:<site>:k:<k>`: the entry's tag list (JSON), same expiry as the entry; read only when
-//!   the key is put again, to drop memberships of tags it no longer has.
-//! - `mz1:<site>:t:<tag>`: the set of entry keys carrying a tag; `mz1:<site>:gen`: the
-//!   generations hash.
+//! - `mz1:<site>:k:<k>`: the entry's tag list (JSON `[[tag key, member], …]`), same expiry as
+//!   the entry; read only when the key is put again or removed, to drop its memberships.
+//! - `mz1:<site>:t:<tag>`: a sorted set of the entries carrying a tag. Each member is
+//!   `mz1:<site>:<k>|<generation>`, the entry's Redis key and the generation of the tag's
+//!   context its put checked (empty if the entry recorded none), scored by the entry's expiry
+//!   (unix ms, Redis clock). `mz1:<site>:gen`: the generations hash.
 //!
 //! The site is checked at construction (`[A-Za-z0-9_.-]+`): it holds no `:`, so the prefixes
 //! of two sites never overlap. The node's keys start `mz1:p:` or `mz1:d:`, so `<k>` starts
 //! `p:` or `d:` and never meets the store's own `s:`, `k:`, `t:` and `gen`.
 //!
-//! Put and purge are Lua scripts, atomic on the server, so several nodes (and several sites)
-//! can share one Redis (standalone or one shard: the scripts touch keys they compute, all under
-//! one prefix). A hard purge deletes the matching entries and the purge's own tag sets in
-//! batches, without reading any entry; the entries' memberships in other tag sets go when those
-//! keys are put again, or with the sets. When Redis is unreachable every call fails fast with
-//! [`CacheError::Unavailable`]; the connection manager reconnects on its own when Redis is back.
+//! Put, purge and remove are Lua scripts, atomic on the server, so several nodes (and several
+//! sites) can share one Redis (standalone or one shard: the scripts touch keys they compute,
+//! all under one prefix). No script's work grows with the size of a tag:
+//!
+//! - a put adds its members and drops, from each of its tag sets, up to [`PRUNE`] members
+//!   whose entries expired more than a second ago, so a tag set holds about its live entries
+//!   however long a hot tag lives;
+//! - a purge runs as several script calls, each reading about [`BATCH`] members of the
+//!   smallest of its tag sets, in the set's order (expiry, then member) from where the last
+//!   call stopped. The first call moves the generation before it removes anything. A member
+//!   whose generation is older than the purge's was stored before it and is removed (or
+//!   marked); a newer one was stored after it by a render that started after it and is left
+//!   alone. Every member that is in the set from the first call to the last lies in exactly
+//!   one call's range, and an old member leaves its set only with its entry (deleted, expired,
+//!   or replaced by a newer put), so when the walk ends no entry stored before the purge is
+//!   left (docs/protocol.md, "Backends", has the whole argument). The walk runs on a task of
+//!   its own, so it finishes even if the caller stops waiting.
+//!
+//! When Redis is unreachable every call fails fast with [`CacheError::Unavailable`]; the
+//! connection manager reconnects on its own when Redis is back.
 
 use super::meta::purge_tags;
 use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, check_site, now_ms};
@@ -66,61 +82,164 @@ impl Names {
     }
 }
 
+/// Members a purge reads per script call (plus those sharing the last one's expiry to the
+/// millisecond): each call holds Redis for a few milliseconds at most, whatever the size of
+/// the tag.
+pub const BATCH: usize = 500;
+
+/// Expired members a put drops from each of its tag sets.
+pub const PRUNE: usize = 64;
+
+/// Lua shared by the scripts.
+///
+/// `now()`: Redis's clock in unix ms. Members are scored with it and entries expire by it,
+/// so no node's clock skew can prune a live entry's membership.
+///
+/// `zset(tag)`: a tag key of the earlier layout (a plain set of entry keys) becomes a sorted
+/// set, each member `<key>|` (no generation: any purge takes it) scored with the set's own
+/// expiry, which every put extended past its members', plus its position in ms (so no two
+/// share a score, and none is pruned early). Once per key, the first time a script of this
+/// layout touches it.
+macro_rules! prelude {
+    () => {
+        r#"
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function zset(tag, at)
+  if redis.call('TYPE', tag).ok ~= 'set' then return end
+  local pttl = redis.call('PTTL', tag)
+  local score = at + (pttl > 0 and pttl or 31536000000)
+  local keys = redis.call('SMEMBERS', tag)
+  redis.call('DEL', tag)
+  for i = 1, #keys, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #keys) do
+      args[#args + 1] = score + j
+      args[#args + 1] = keys[j] .. '|'
+    end
+    redis.call('ZADD', tag, unpack(args))
+  end
+  if pttl > 0 then redis.call('PEXPIRE', tag, pttl) end
+end
+local function unlink(list, key, at)
+  local old = redis.call('GET', list)
+  if not old then return end
+  for _, item in ipairs(cjson.decode(old)) do
+    if type(item) == 'table' then
+      zset(item[1], at)
+      redis.call('ZREM', item[1], item[2])
+    else
+      zset(item, at)
+      redis.call('ZREM', item, key .. '|')
+    end
+  end
+end
+"#
+    };
+}
+
 /// KEYS: entry, generations, stale mark, tag list. ARGV: packed entry, ttl ms, tag list JSON,
-/// stale_at ("" for none), number of generations, (context, generation) pairs, tag keys.
-const PUT: &str = r#"
+/// stale_at ("" for none), number of generations n, n (context, generation) pairs, then
+/// (tag key, member) pairs. Returns "" when stored, else the context whose generation moved.
+const PUT: &str = concat!(
+    prelude!(),
+    r#"
 local n = tonumber(ARGV[5])
 for i = 0, n - 1 do
   local context = ARGV[6 + 2 * i]
   local current = redis.call('HGET', KEYS[2], context) or '0'
   if current ~= ARGV[7 + 2 * i] then return context end
 end
-local old = redis.call('GET', KEYS[4])
-if old then
-  for _, tag in ipairs(cjson.decode(old)) do redis.call('SREM', tag, KEYS[1]) end
-end
+local at = now()
+unlink(KEYS[4], KEYS[1], at)
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) else redis.call('DEL', KEYS[3]) end
-for i = 6 + 2 * n, #ARGV do
-  redis.call('SADD', ARGV[i], KEYS[1])
-  if redis.call('PTTL', ARGV[i]) < ttl then redis.call('PEXPIRE', ARGV[i], ttl) end
+for i = 6 + 2 * n, #ARGV, 2 do
+  local tag = ARGV[i]
+  zset(tag, at)
+  redis.call('ZADD', tag, at + ttl, ARGV[i + 1])
+  local dead = redis.call('ZRANGEBYSCORE', tag, '-inf', at - 1000, 'LIMIT', 0, 64)
+  if #dead > 0 then redis.call('ZREM', tag, unpack(dead)) end
+  if redis.call('PTTL', tag) < ttl then redis.call('PEXPIRE', tag, ttl) end
 end
 return ''
-"#;
+"#
+);
 
-/// KEYS: generations. ARGV: context, mode, now ms, the site prefix `mz1:<site>:`, then the tag
-/// keys to intersect. The sets hold entry keys `<prefix><k>`; an entry's mark is `<prefix>s:<k>`.
-const PURGE: &str = r#"
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+/// One batch of a purge. KEYS: generations. ARGV: context, mode, now ms (a soft purge's
+/// `stale_at`), the site prefix `mz1:<site>:`, the purge's generation ("" on the first call,
+/// which moves it), the cursor (the last score the previous call reached; "" on the first
+/// call), the batch size, the index of the walked tag set ("" on the first call, which picks
+/// the smallest), then the tag keys to intersect. Returns {generation, next cursor ("" when
+/// the walk is done), entries removed or marked, walked tag index}.
+///
+/// A call reads the next `batch` members of the walked set in its order (score, then member)
+/// after the cursor, plus the rest of the members sharing the last one's score, so that the
+/// next call can start strictly after that score: every member that is in the set from the
+/// first call to the last lies in exactly one call's range.
+const PURGE: &str = concat!(
+    prelude!(),
+    r#"
 local prefix = ARGV[4]
-local function mark_of(key) return prefix .. 's:' .. string.sub(key, #prefix + 1) end
 local tags = {}
-for i = 5, #ARGV do tags[#tags + 1] = ARGV[i] end
-local keys = redis.call('SINTER', unpack(tags))
-local count = 0
-local function chunks(list, f)
-  for i = 1, #list, 500 do
-    local part = {}
-    for j = i, math.min(i + 499, #list) do part[#part + 1] = list[j] end
-    f(part)
-  end
-end
-if ARGV[2] == 'hard' then
-  chunks(keys, function(part)
-    count = count + redis.call('DEL', unpack(part))
-    local marks = {}
-    for _, key in ipairs(part) do marks[#marks + 1] = mark_of(key) end
-    redis.call('DEL', unpack(marks))
-  end)
-  if #tags == 1 then
-    redis.call('DEL', tags[1])
-  else
-    for _, tag in ipairs(tags) do chunks(keys, function(part) redis.call('SREM', tag, unpack(part)) end) end
+for i = 9, #ARGV do tags[#tags + 1] = ARGV[i] end
+local generation, walked
+if ARGV[5] == '' then
+  generation = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+  local at, least = now(), nil
+  for i, tag in ipairs(tags) do
+    zset(tag, at)
+    local size = redis.call('ZCARD', tag)
+    if least == nil or size < least then least, walked = size, i end
   end
 else
-  for _, key in ipairs(keys) do
+  generation, walked = tonumber(ARGV[5]), tonumber(ARGV[8])
+end
+local set, batch = tags[walked], tonumber(ARGV[7])
+local from = ARGV[6] == '' and '-inf' or '(' .. ARGV[6]
+local page = redis.call('ZRANGE', set, from, '+inf', 'BYSCORE', 'LIMIT', 0, batch)
+local next = ''
+if #page == batch then
+  next = redis.call('ZSCORE', set, page[#page])
+  local same = redis.call('ZRANGE', set, next, next, 'BYSCORE')
+  local at = 0
+  for i = 1, #same do if same[i] == page[#page] then at = i; break end end
+  for i = at + 1, #same do page[#page + 1] = same[i] end
+end
+local members, keys = {}, {}
+for _, member in ipairs(page) do
+  -- `<entry key>|<generation>`: the generation is after the last '|'.
+  local bar = #member
+  while bar > 0 and string.byte(member, bar) ~= 124 do bar = bar - 1 end
+  local key, g = member, ''
+  if bar > 0 then key, g = string.sub(member, 1, bar - 1), string.sub(member, bar + 1) end
+  -- Stored before this purge's generation (or without one), and matching every tag.
+  local taken = g == '' or tonumber(g) < generation
+  if taken then
+    for j, tag in ipairs(tags) do
+      if j ~= walked and not redis.call('ZSCORE', tag, member) then taken = false; break end
+    end
+  end
+  if taken then members[#members + 1] = member; keys[#keys + 1] = key end
+end
+local function mark_of(key) return prefix .. 's:' .. string.sub(key, #prefix + 1) end
+local function each_part(list, f)
+  for i = 1, #list, 500 do f({unpack(list, i, math.min(i + 499, #list))}) end
+end
+local count = 0
+if ARGV[2] == 'hard' then
+  each_part(keys, function(part)
+    count = count + redis.call('DEL', unpack(part))
+    for i, key in ipairs(part) do part[i] = mark_of(key) end
+    redis.call('DEL', unpack(part))
+  end)
+  for _, tag in ipairs(tags) do each_part(members, function(part) redis.call('ZREM', tag, unpack(part)) end) end
+else
+  for i, key in ipairs(keys) do
     local ttl = redis.call('PTTL', key)
     if ttl > 0 then
       count = count + 1
@@ -130,12 +249,23 @@ else
         redis.call('SET', mark, ARGV[3], 'PX', ttl)
       end
     else
-      for _, tag in ipairs(tags) do redis.call('SREM', tag, key) end
+      for _, tag in ipairs(tags) do redis.call('ZREM', tag, members[i]) end
     end
   end
 end
-return count
-"#;
+return {generation, next, count, walked}
+"#
+);
+
+/// KEYS: entry, stale mark, tag list. Removes the entry, its mark and its memberships.
+const REMOVE: &str = concat!(
+    prelude!(),
+    r#"
+unlink(KEYS[3], KEYS[1], now())
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"#
+);
 
 /// The Redis store of one site.
 pub struct RedisStore {
@@ -143,6 +273,41 @@ pub struct RedisStore {
     names: Names,
     put: Script,
     purge: Script,
+    remove: Script,
+    batch: usize,
+    #[cfg(test)]
+    pause: Arc<super::store::PauseHook>,
+}
+
+/// The context a tag belongs to: `c:<context>` or `c:<context>:<name>=<value>` (a context
+/// is an identifier: it holds no `:`).
+fn tag_context(tag: &str) -> &str {
+    let rest = tag.strip_prefix("c:").unwrap_or(tag);
+    rest.split_once(':').map_or(rest, |(context, _)| context)
+}
+
+/// One batch's answer: the purge's generation, the next cursor, how many entries it took,
+/// and which tag set it walks.
+type Batch = (u64, String, u64, u64);
+
+/// The script calls of one purge.
+struct Walk {
+    conn: ConnectionManager,
+    script: Script,
+    generations: String,
+    /// Context, mode, now, prefix.
+    args: Vec<String>,
+    tags: Vec<String>,
+    batch: usize,
+}
+
+impl Walk {
+    /// One batch: `generation` and `walked` empty on the first call.
+    async fn call(&mut self, generation: &str, cursor: &str, walked: &str) -> Result<Batch, CacheError> {
+        let mut invocation = self.script.key(&self.generations);
+        invocation.arg(&self.args).arg(generation).arg(cursor).arg(self.batch).arg(walked).arg(&self.tags);
+        invocation.invoke_async(&mut self.conn).await.map_err(unavailable)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> CacheError {
@@ -178,7 +343,16 @@ impl RedisStore {
             .set_response_timeout(Duration::from_secs(2))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        Ok(Self { conn, names: Names::new(site), put: Script::new(PUT), purge: Script::new(PURGE) })
+        Ok(Self {
+            conn,
+            names: Names::new(site),
+            put: Script::new(PUT),
+            purge: Script::new(PURGE),
+            remove: Script::new(REMOVE),
+            batch: BATCH,
+            #[cfg(test)]
+            pause: Default::default(),
+        })
     }
 }
 
@@ -238,10 +412,21 @@ impl Store for RedisStore {
             return Ok(PutOutcome::Stored); // already past every window: nothing to keep
         }
         let key = entry.meta.key.as_str();
-        let tags: Vec<String> = entry.meta.tags().iter().map(|t| self.names.tag(t)).collect();
+        let entry_key = self.names.entry(key);
+        // Each tag set gets `<entry key>|<generation of the tag's context>`.
+        let tags: Vec<(String, String)> = entry
+            .meta
+            .tags()
+            .iter()
+            .map(|tag| {
+                let generation = entry.meta.generation.get(tag_context(tag));
+                let member = format!("{entry_key}|{}", generation.map_or(String::new(), |g| g.to_string()));
+                (self.names.tag(tag), member)
+            })
+            .collect();
         let tags_json = serde_json::to_string(&tags).map_err(unavailable)?;
         let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
-        let mut invocation = self.put.key(self.names.entry(key));
+        let mut invocation = self.put.key(&entry_key);
         invocation
             .key(&self.names.generations)
             .key(self.names.stale(key))
@@ -254,8 +439,8 @@ impl Store for RedisStore {
         for (context, generation) in &entry.meta.generation {
             invocation.arg(context).arg(generation.to_string());
         }
-        for tag in &tags {
-            invocation.arg(tag);
+        for (tag, member) in &tags {
+            invocation.arg(tag).arg(member);
         }
         let mut conn = self.conn.clone();
         let moved: String = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
@@ -263,37 +448,55 @@ impl Store for RedisStore {
     }
 
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError> {
-        let mut invocation = self.purge.key(&self.names.generations);
-        invocation
-            .arg(context)
-            .arg(if mode == PurgeMode::Hard { "hard" } else { "soft" })
-            .arg(now_ms())
-            .arg(&self.names.prefix);
-        for tag in purge_tags(context, params) {
-            invocation.arg(self.names.tag(&tag));
-        }
-        let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(unavailable)
+        let mut walk = Walk {
+            conn: self.conn.clone(),
+            script: self.purge.clone(),
+            generations: self.names.generations.clone(),
+            args: vec![
+                context.to_string(),
+                if mode == PurgeMode::Hard { "hard" } else { "soft" }.to_string(),
+                now_ms().to_string(),
+                self.names.prefix.clone(),
+            ],
+            tags: purge_tags(context, params).iter().map(|t| self.names.tag(t)).collect(),
+            batch: self.batch,
+        };
+        #[cfg(test)]
+        let pause = self.pause.clone();
+        // The whole walk on a task of its own: once the generation has moved, the batches run
+        // to the end even if this future is dropped.
+        let task = tokio::spawn(async move {
+            let (generation, mut cursor, mut count, walked) = walk.call("", "", "").await?;
+            #[cfg(test)]
+            let _done = if cursor.is_empty() { None } else { Some(pause.pause().await) };
+            let (generation, walked) = (generation.to_string(), walked.to_string());
+            while !cursor.is_empty() {
+                let (_, next, taken, _) = walk.call(&generation, &cursor, &walked).await?;
+                (cursor, count) = (next, count + taken);
+            }
+            Ok(count)
+        });
+        task.await.map_err(unavailable)?
     }
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
-        let (entry, tag_list) = (self.names.entry(key), self.names.tag_list(key));
-        let tags: Option<String> =
-            redis::cmd("GET").arg(&tag_list).query_async(&mut conn).await.map_err(unavailable)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for tag in tags.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok()).unwrap_or_default() {
-            pipe.srem(tag, &entry).ignore();
-        }
-        pipe.del(&entry).ignore().del(self.names.stale(key)).ignore().del(&tag_list).ignore();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        let mut invocation = self.remove.key(self.names.entry(key));
+        invocation.key(self.names.stale(key)).key(self.names.tag_list(key));
+        invocation.invoke_async::<()>(&mut conn).await.map_err(unavailable)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Names, pack, unpack};
+    use super::{BATCH, Names, RedisStore, pack, tag_context, unpack};
+    use crate::cache::store::Paused;
+    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use crate::testing::RedisServer;
+    use redis::aio::MultiplexedConnection;
+    use serde_json::{Map, Value, json};
+    use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn every_key_sits_under_the_site_prefix() {
@@ -307,6 +510,13 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_belongs_to_its_context() {
+        assert_eq!(tag_context("c:product_detail"), "product_detail");
+        assert_eq!(tag_context("c:product_detail:id=1"), "product_detail");
+        assert_eq!(tag_context("c:search:q=\"a:b\""), "search");
+    }
+
+    #[test]
     fn packs_and_refuses_damaged_values() {
         let meta = br#"{"v":1,"kind":"data","key":"k","status":200,"headers":[],"created_at":1,"ttl_s":1,"swr_s":0,"sie_s":0,"deps":[],"etag":null,"generation":{}}"#;
         let packed = pack(meta, b"\x00body\xff");
@@ -315,5 +525,310 @@ mod tests {
         assert!(unpack(b"\x00\x00").is_err());
         assert!(unpack(b"\x00\x00\x01\x00{}").is_err());
         assert!(unpack(b"\x00\x00\x00\x02{x").is_err());
+    }
+
+    /// A page under `key` depending on `deps` ([context, params] pairs), recording
+    /// `generation` for each of their contexts, with a lifetime of 60 + 30 + 100 s.
+    fn entry(key: &str, deps: &[(&str, Value)], generation: u64, body: &str) -> Entry {
+        let deps: Vec<Value> = deps.iter().map(|(c, p)| json!({"context": c, "params": p})).collect();
+        let generations: Map<String, Value> =
+            deps.iter().map(|d| (d["context"].as_str().unwrap().to_string(), json!(generation))).collect();
+        let meta: Meta = serde_json::from_value(json!({
+            "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
+            "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
+            "deps": deps, "etag": null, "generation": generations
+        }))
+        .unwrap();
+        Entry { body: body.to_string().into_bytes().into(), meta }
+    }
+
+    fn hot(key: &str, id: u64, generation: u64, body: &str) -> Entry {
+        entry(key, &[("hot", json!({ "id": id }))], generation, body)
+    }
+
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    /// A deadline that fails the test with a message instead of hanging it.
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("{what} did not complete"))
+    }
+
+    async fn start() -> (RedisServer, Arc<RedisStore>, MultiplexedConnection) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
+        let raw = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        (server, Arc::new(store), raw)
+    }
+
+    async fn card(raw: &mut MultiplexedConnection, key: &str) -> u64 {
+        redis::cmd("ZCARD").arg(key).query_async(raw).await.unwrap()
+    }
+
+    async fn exists(raw: &mut MultiplexedConnection, key: &str) -> bool {
+        redis::cmd("EXISTS").arg(key).query_async(raw).await.unwrap()
+    }
+
+    /// Tags larger than one batch, purged by one tag and by an intersection of two, hard and
+    /// soft: every match is taken, nothing else, and the walk took several calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_with_more_members_than_one_batch_is_purged_completely() {
+        let (_server, store, mut raw) = start().await;
+        let n = 2 * BATCH + 300;
+        for i in 0..n {
+            let deps = [("hot", json!({"id": 0})), ("search", json!({"q": "a", "page": i % 2}))];
+            assert_eq!(store.put(entry(&format!("mz1:p:{i}"), &deps, 0, "old")).await.unwrap(), PutOutcome::Stored);
+        }
+        for i in 0..10 {
+            store.put(hot(&format!("mz1:p:other{i}"), 1, 0, "other")).await.unwrap();
+        }
+        assert_eq!(card(&mut raw, "mz1:shop:t:c:hot:id=0").await, n as u64);
+
+        // An intersection, walked over several calls (the hook stops it after the first).
+        let Paused { reached, resume, done } = store.pause.arm();
+        let search = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("search", &params(json!({"q": "a", "page": 1})), PurgeMode::Soft).await.unwrap() }
+        });
+        within("the first batch", reached).await.unwrap();
+        resume.send(()).unwrap();
+        assert_eq!(within("the soft purge", search).await.unwrap() as usize, n / 2);
+        within("the walk", done).await.unwrap();
+        for i in 0..n {
+            let got = store.get(&format!("mz1:p:{i}")).await.unwrap().unwrap();
+            assert_eq!(got.meta.stale_at.is_some(), i % 2 == 1, "mz1:p:{i}");
+        }
+
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap() as usize, n);
+        for i in 0..n {
+            assert!(store.get(&format!("mz1:p:{i}")).await.unwrap().is_none(), "mz1:p:{i} survived");
+            assert!(!exists(&mut raw, &format!("mz1:shop:s:p:{i}")).await, "its mark too");
+        }
+        assert!(!exists(&mut raw, "mz1:shop:t:c:hot:id=0").await, "the purged tag set is empty");
+        // The purged entries' memberships of other tags stay until those sets prune them (or the
+        // keys are put again): a purge of the whole context walks them and counts only the live.
+        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 10);
+        assert!(!exists(&mut raw, "mz1:shop:t:c:hot").await, "the walk emptied the context's set");
+    }
+
+    /// Members sharing an expiry to the millisecond (puts in the same millisecond) across the
+    /// end of a batch: the call that reaches such a group reads all of it, so the next one can
+    /// start after it and none is skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_sharing_an_expiry_across_batches_are_all_purged() {
+        let (_server, store, mut raw) = start().await;
+        let n = 2 * BATCH + 50;
+        for i in 0..n {
+            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+        }
+        // Groups of 7 members with one score: the 500th member falls inside a group.
+        let base = now_ms() + 600_000;
+        let mut pipe = redis::pipe();
+        for i in 0..n {
+            pipe.cmd("ZADD")
+                .arg("mz1:shop:t:c:hot:id=0")
+                .arg("XX")
+                .arg(base + (i / 7) as u64)
+                .arg(format!("mz1:shop:p:{i}|0"))
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut raw).await.unwrap();
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap() as usize, n);
+        for i in 0..n {
+            assert!(store.get(&format!("mz1:p:{i}")).await.unwrap().is_none(), "mz1:p:{i} survived");
+        }
+        assert!(!exists(&mut raw, "mz1:shop:t:c:hot:id=0").await);
+    }
+
+    /// Members whose entries expired leave the tag sets as puts go on, so a hot tag's set stays
+    /// the size of its live entries. The wait is for Redis's clock to pass the entries' expiry
+    /// and the one-second grace: time, not another task, is what the test waits for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_members_are_pruned_from_tag_sets() {
+        let (_server, store, mut raw) = start().await;
+        let short = |key: &str| {
+            let mut e = hot(key, 0, 0, "short");
+            (e.meta.ttl_s, e.meta.swr_s, e.meta.sie_s) = (1, 0, 0);
+            e.meta.created_at = now_ms() - 900; // expires in about 100 ms
+            e
+        };
+        for i in 0..100 {
+            store.put(short(&format!("mz1:p:short{i}"))).await.unwrap();
+        }
+        store.put(hot("mz1:p:live", 0, 0, "live")).await.unwrap();
+        let tag = "mz1:shop:t:c:hot:id=0";
+        assert_eq!(card(&mut raw, tag).await, 101);
+        let latest: f64 =
+            redis::cmd("ZSCORE").arg(tag).arg("mz1:shop:p:short99|0").query_async(&mut raw).await.unwrap();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+        let redis_now = secs * 1000 + micros / 1000;
+        tokio::time::sleep(Duration::from_millis((latest as u64 + 1001).saturating_sub(redis_now))).await;
+
+        assert!(store.get("mz1:p:short0").await.unwrap().is_none(), "the short entries expired");
+        store.put(hot("mz1:p:live2", 0, 0, "live")).await.unwrap();
+        assert_eq!(card(&mut raw, tag).await, 102 - super::PRUNE as u64, "one put prunes up to PRUNE members");
+        store.put(hot("mz1:p:live3", 0, 0, "live")).await.unwrap();
+        assert_eq!(card(&mut raw, tag).await, 3, "only the live entries are left");
+        let left: Vec<String> = redis::cmd("ZRANGE").arg(tag).arg(0).arg(-1).query_async(&mut raw).await.unwrap();
+        assert!(left.iter().all(|m| m.starts_with("mz1:shop:p:live")), "{left:?}");
+        // The context's set was pruned the same way, and a purge finds exactly the live ones.
+        assert_eq!(card(&mut raw, "mz1:shop:t:c:hot").await, 3);
+        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 3);
+    }
+
+    /// Puts land between two batches of a purge: one from a render that read the old
+    /// generation (dropped), and fresh ones (stored with the new generation) of a key the walk
+    /// has not reached, of a key it already took and of a new key. The walk takes every entry
+    /// stored before it and none of the fresh ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_racing_a_multi_batch_purge_leaves_nothing_stale() {
+        let (_server, store, _raw) = start().await;
+        let n = 3 * BATCH;
+        for i in 0..n {
+            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+        }
+        let Paused { reached, resume, .. } = store.pause.arm();
+        let purge = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap() }
+        });
+        within("the first batch", reached).await.unwrap();
+        assert_eq!(store.generations(&["hot".to_string()]).await.unwrap()["hot"], 1, "moved before any removal");
+        let (mut pending, mut taken) = (None, None);
+        for i in 0..n {
+            let key = format!("mz1:p:{i}");
+            match store.get(&key).await.unwrap() {
+                Some(_) if pending.is_none() => pending = Some(key),
+                None if taken.is_none() => taken = Some(key),
+                _ => {}
+            }
+        }
+        let (pending, taken) = (pending.expect("a key the walk has not reached"), taken.expect("a key it took"));
+        let late = store.put(hot(&pending, 0, 0, "rendered before the purge")).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
+        for key in [pending.as_str(), taken.as_str(), "mz1:p:new"] {
+            assert_eq!(store.put(hot(key, 0, 1, "fresh")).await.unwrap(), PutOutcome::Stored, "{key}");
+        }
+        assert!(!purge.is_finished(), "the purge waited for the test all along");
+        resume.send(()).unwrap();
+        assert_eq!(within("the purge", purge).await.unwrap() as usize, n - 1, "all old entries but the replaced one");
+
+        for i in 0..n {
+            let key = format!("mz1:p:{i}");
+            let got = store.get(&key).await.unwrap();
+            if key == pending || key == taken {
+                assert_eq!(&*got.expect("a fresh write was purged").body, b"fresh", "{key}");
+            } else {
+                assert!(got.is_none(), "{key}: an entry stored before the purge survived it");
+            }
+        }
+        assert_eq!(&*store.get("mz1:p:new").await.unwrap().unwrap().body, b"fresh");
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap(), 3);
+    }
+
+    /// Renders (read the generation, put) race multi-batch purges for real, with no hook:
+    /// afterwards exactly the entries stored with the last generation are there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_racing_multi_batch_purges_are_kept_or_purged_exactly() {
+        let (_server, store, _raw) = start().await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                let mut stored = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let g = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
+                    let key = format!("mz1:p:w{i}");
+                    if store.put(hot(&key, 0, g, "w")).await.unwrap() == PutOutcome::Stored {
+                        stored.push((key, g));
+                    }
+                    i += 1;
+                }
+                stored
+            }
+        });
+        // Each purge walks more than one batch: the entries seeded before it, and the renders'.
+        let mut stored = Vec::new();
+        let rounds = 4;
+        for round in 0..rounds {
+            let g = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
+            for i in 0..2 * BATCH {
+                let key = format!("mz1:p:seed{round}-{i}");
+                assert_eq!(store.put(hot(&key, 0, g, "seed")).await.unwrap(), PutOutcome::Stored);
+                stored.push((key, g));
+            }
+            store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.await.unwrap();
+        assert!(written.iter().any(|(_, g)| *g > 0), "renders ran between the purges");
+        stored.extend(written);
+        let last = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
+        assert_eq!(last, rounds);
+        let mut kept = 0;
+        for (key, g) in &stored {
+            let present = store.get(key).await.unwrap().is_some();
+            assert_eq!(present, *g == last, "{key} stored at generation {g}, the last is {last}");
+            kept += usize::from(present);
+        }
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap() as usize, kept);
+    }
+
+    /// A caller that stops waiting does not stop the walk: the generation has moved, so the
+    /// rest of the batches must run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_whose_caller_stops_waiting_still_finishes() {
+        let (_server, store, _raw) = start().await;
+        let n = 2 * BATCH + 1;
+        for i in 0..n {
+            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+        }
+        let Paused { reached, resume, done } = store.pause.arm();
+        let purge = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap() }
+        });
+        within("the first batch", reached).await.unwrap();
+        purge.abort();
+        assert!(within("the aborted caller", purge).await.unwrap_err().is_cancelled());
+        resume.send(()).unwrap();
+        within("the rest of the walk", done).await.unwrap();
+        for i in 0..n {
+            assert!(store.get(&format!("mz1:p:{i}")).await.unwrap().is_none(), "mz1:p:{i} survived");
+        }
+    }
+
+    /// Tag sets of the earlier layout (plain sets of entry keys, a JSON list of tag keys) are
+    /// converted by the first script that touches them, and purges still find their entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tag_sets_of_the_earlier_layout_are_converted_and_still_purged() {
+        let (_server, store, mut raw) = start().await;
+        let legacy = |key: &str| {
+            let tags = ["mz1:shop:t:c:hot", "mz1:shop:t:c:hot:id=0"];
+            let mut pipe = redis::pipe();
+            pipe.del(&tags[..]).ignore();
+            for tag in tags {
+                pipe.sadd(tag, format!("mz1:shop:{}", &key[4..])).ignore().pexpire(tag, 60_000).ignore();
+            }
+            pipe.set(format!("mz1:shop:k:{}", &key[4..]), serde_json::to_string(&tags).unwrap()).ignore();
+            pipe
+        };
+        store.put(hot("mz1:p:old", 0, 0, "old")).await.unwrap();
+        let _: () = legacy("mz1:p:old").query_async(&mut raw).await.unwrap();
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap(), 1);
+        assert!(store.get("mz1:p:old").await.unwrap().is_none());
+
+        store.put(hot("mz1:p:old", 0, 1, "old")).await.unwrap();
+        let _: () = legacy("mz1:p:old").query_async(&mut raw).await.unwrap();
+        // A put on the same tags converts them; a put again of the legacy key drops its member.
+        store.put(hot("mz1:p:new", 0, 1, "new")).await.unwrap();
+        let kind: String = redis::cmd("TYPE").arg("mz1:shop:t:c:hot:id=0").query_async(&mut raw).await.unwrap();
+        assert_eq!(kind, "zset");
+        store.put(hot("mz1:p:old", 0, 1, "again")).await.unwrap();
+        assert_eq!(card(&mut raw, "mz1:shop:t:c:hot:id=0").await, 2, "no stale membership left");
+        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
+        assert!(store.get("mz1:p:new").await.unwrap().is_none());
     }
 }

@@ -1,6 +1,14 @@
 //! The SQLite store: entries, tags and generations in one WAL-mode database file that
 //! survives restarts. Puts and purges are each one `IMMEDIATE` transaction, which is what
-//! makes the generation check atomic. Blocking calls run on tokio's blocking pool.
+//! makes the generation check atomic. Every SQLite call runs on tokio's blocking pool, never
+//! on the runtime's threads.
+//!
+//! Writes (put, purge, remove, and removing a damaged row) go through one writer connection
+//! behind a mutex. Reads (get, generations) use a small pool of reader connections: in WAL
+//! mode a reader sees the last committed state and never waits for the writer, so hits go on
+//! while a long purge holds it. A reader sees a purge either whole or not at all (it is one
+//! transaction), and a purge has committed before it returns. A get leaves an expired row
+//! where it is (a miss; the puts' sweep removes it), so a hit never writes.
 //!
 //! Every row carries the store's site (the manifest's `site`) in a `site` column that leads
 //! every primary key, and every statement is confined to `site = <this site>`: several sites
@@ -48,11 +56,43 @@ CREATE TABLE IF NOT EXISTS generations (
 
 const GENERATION: &str = "SELECT generation FROM generations WHERE site = ?1 AND context = ?2";
 
+/// Reader connections kept open between reads; more are opened when more reads run at once.
+const IDLE_READERS: usize = 4;
+
 /// The SQLite store of one site.
 pub struct SqliteStore {
-    db: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     path: PathBuf,
     site: Arc<str>,
+    #[cfg(test)]
+    pause: Arc<super::store::PauseHook>,
+}
+
+/// The reader connections of a file; none for an in-memory database, which only the writer's
+/// connection sees (reads then go through the writer).
+struct Readers {
+    path: Option<PathBuf>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self, path: &Path) -> Result<Connection, CacheError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let db = Connection::open_with_flags(path, flags).map_err(sql)?;
+        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        db.execute_batch("PRAGMA query_only=ON;").map_err(sql)?;
+        Ok(db)
+    }
+}
+
+/// What a reader found under a key.
+enum Found {
+    Entry(Arc<Entry>),
+    Miss,
+    /// A row whose metadata does not parse: its metadata text and the parse error.
+    Damaged(String, String),
 }
 
 fn corrupt(path: &Path, e: impl std::fmt::Display) -> CacheError {
@@ -61,6 +101,17 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> CacheError {
 
 fn unavailable(e: impl std::fmt::Display) -> CacheError {
     CacheError::Unavailable { store: "sqlite", message: e.to_string() }
+}
+
+/// The error, naming the file when it is the store's being unavailable (locked, read-only,
+/// full), which is what an operator needs to read.
+fn naming(path: &Path, e: CacheError) -> CacheError {
+    match e {
+        CacheError::Unavailable { store, message } => {
+            CacheError::Unavailable { store, message: format!("{}: {message}", path.display()) }
+        }
+        other => other,
+    }
 }
 
 impl SqliteStore {
@@ -90,20 +141,61 @@ impl SqliteStore {
         }
         db.execute_batch(SCHEMA).map_err(|e| corrupt(path, e))?;
         db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}")).map_err(|e| corrupt(path, e))?;
-        Ok(Self { db: Arc::new(Mutex::new(db)), path: path.to_path_buf(), site: site.into() })
+        let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
+        let readers = Readers { path: (!in_memory).then(|| path.to_path_buf()), idle: Mutex::new(Vec::new()) };
+        Ok(Self {
+            writer: Arc::new(Mutex::new(db)),
+            readers: Arc::new(readers),
+            path: path.to_path_buf(),
+            site: site.into(),
+            #[cfg(test)]
+            pause: Default::default(),
+        })
     }
 
+    /// Runs `f` on the writer connection, on the blocking pool. Once started it runs to the
+    /// end even if the caller stops waiting.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, CacheError> + Send + 'static,
     ) -> Result<T, CacheError> {
-        let db = self.db.clone();
+        let db = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut db)
         })
         .await
-        .map_err(unavailable)?
+        .map_err(unavailable)
+        .and_then(|r| r)
+        .map_err(|e| naming(&self.path, e))
+    }
+
+    /// Runs `f` on a reader connection, on the blocking pool: it never waits for the writer.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CacheError> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        let (readers, writer) = (self.readers.clone(), self.writer.clone());
+        tokio::task::spawn_blocking(move || {
+            let Some(path) = &readers.path else {
+                return f(&writer.lock().unwrap_or_else(|e| e.into_inner()));
+            };
+            let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let db = match idle {
+                Some(db) => db,
+                None => readers.open(path)?,
+            };
+            let out = f(&db);
+            let mut idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(db);
+            }
+            out
+        })
+        .await
+        .map_err(unavailable)
+        .and_then(|r| r)
+        .map_err(|e| naming(&self.path, e))
     }
 }
 
@@ -124,40 +216,61 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, CacheError> {
-        let key = key.to_string();
-        let (path, site) = (self.path.clone(), self.site.clone());
-        self.run(move |db| {
-            let row: Option<(Vec<u8>, String, i64, Option<i64>)> = db
-                .query_row(
-                    "SELECT body, meta, expires_at, stale_at FROM entries WHERE site = ?1 AND key = ?2",
-                    [&*site, key.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()
-                .map_err(sql)?;
-            let Some((body, meta, expires_at, stale_at)) = row else { return Ok(None) };
-            let expired = (expires_at as u64) <= now_ms();
-            let parsed = serde_json::from_str::<Meta>(&meta);
-            if expired || parsed.is_err() {
-                if let Err(e) = &parsed {
-                    tracing::warn!(store = "sqlite", file = %path.display(), %key, error = %e, "damaged entry removed");
+        let site = self.site.clone();
+        let found = {
+            let key = key.to_string();
+            self.read(move |db| {
+                let row: Option<(Vec<u8>, String, i64, Option<i64>)> = db
+                    .prepare_cached("SELECT body, meta, expires_at, stale_at FROM entries WHERE site = ?1 AND key = ?2")
+                    .and_then(|mut stmt| {
+                        stmt.query_row([&*site, key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                            .optional()
+                    })
+                    .map_err(sql)?;
+                let Some((body, meta, expires_at, stale_at)) = row else { return Ok(Found::Miss) };
+                if (expires_at as u64) <= now_ms() {
+                    return Ok(Found::Miss); // the puts' sweep removes it
                 }
-                let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-                unlink(&tx, &site, &key)?;
-                tx.commit().map_err(sql)?;
-                return Ok(None);
+                match serde_json::from_str::<Meta>(&meta) {
+                    Ok(mut parsed) => {
+                        parsed.stale_at = stale_at.map(|s| s as u64);
+                        Ok(Found::Entry(Arc::new(Entry { body: body.into(), meta: parsed })))
+                    }
+                    Err(e) => Ok(Found::Damaged(meta, e.to_string())),
+                }
+            })
+            .await?
+        };
+        match found {
+            Found::Entry(entry) => Ok(Some(entry)),
+            Found::Miss => Ok(None),
+            Found::Damaged(meta, error) => {
+                tracing::warn!(store = "sqlite", file = %self.path.display(), %key, %error, "damaged entry removed");
+                let (key, site) = (key.to_string(), self.site.clone());
+                self.run(move |db| {
+                    // Only the damaged row: a put may have replaced it since it was read.
+                    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+                    let removed = tx
+                        .execute(
+                            "DELETE FROM entries WHERE site = ?1 AND key = ?2 AND meta = ?3",
+                            [&*site, &key, &meta],
+                        )
+                        .map_err(sql)?;
+                    if removed > 0 {
+                        tx.execute("DELETE FROM tags WHERE site = ?1 AND key = ?2", [&*site, &key]).map_err(sql)?;
+                    }
+                    tx.commit().map_err(sql)
+                })
+                .await?;
+                Ok(None)
             }
-            let mut meta = parsed.map_err(sql_json)?;
-            meta.stale_at = stale_at.map(|s| s as u64);
-            Ok(Some(Arc::new(Entry { body: body.into(), meta })))
-        })
-        .await
+        }
     }
 
     async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
         let contexts = contexts.to_vec();
         let site = self.site.clone();
-        self.run(move |db| {
+        self.read(move |db| {
             let mut out = Generations::new();
             let mut stmt = db.prepare_cached(GENERATION).map_err(sql)?;
             for context in contexts {
@@ -234,6 +347,8 @@ impl Store for SqliteStore {
         let context = context.to_string();
         let tags = purge_tags(&context, params);
         let site = self.site.clone();
+        #[cfg(test)]
+        let pause = self.pause.clone();
         self.run(move |db| {
             let site = &*site;
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
@@ -279,6 +394,8 @@ impl Store for SqliteStore {
                     .map_err(sql)?
                 }
             };
+            #[cfg(test)]
+            let _done = pause.pause_blocking();
             tx.commit().map_err(sql)?;
             Ok(count as u64)
         })
@@ -299,4 +416,122 @@ impl Store for SqliteStore {
 
 fn sql_json(e: serde_json::Error) -> CacheError {
     unavailable(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+    use crate::cache::store::Paused;
+    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use serde_json::{Map, Value, json};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A database file of its own per test case: pid, a counter and the clock's nanoseconds.
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(what: &str) -> Self {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            Self(std::env::temp_dir().join(format!("mizan-unit-{what}-{}-{n}-{nanos}.db", std::process::id())))
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
+    fn entry(key: &str, id: u64, generation: u64) -> Entry {
+        let meta: Meta = serde_json::from_value(json!({
+            "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
+            "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
+            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": {"hot": generation}
+        }))
+        .unwrap();
+        Entry { body: bytes::Bytes::from_static(b"body"), meta }
+    }
+
+    fn id(id: u64) -> Map<String, Value> {
+        json!({ "id": id }).as_object().unwrap().clone()
+    }
+
+    /// A deadline that fails the test with a message instead of hanging it.
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f).await.unwrap_or_else(|_| panic!("{what} did not complete"))
+    }
+
+    /// A purge stopped inside its transaction (the writer held, its rows deleted but not
+    /// committed): gets and generations are answered meanwhile, from the last committed state,
+    /// and see the whole purge once it returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gets_and_generations_proceed_while_a_long_purge_holds_the_writer() {
+        let db = TempDb::new("long-purge");
+        let store = Arc::new(SqliteStore::open(&db.0, "shop").unwrap());
+        for i in 0..300 {
+            assert_eq!(store.put(entry(&format!("k{i}"), 0, 0)).await.unwrap(), PutOutcome::Stored);
+        }
+        store.put(entry("other", 1, 0)).await.unwrap();
+        let Paused { reached, resume, .. } = store.pause.arm();
+        let purge = tokio::spawn({
+            let store = store.clone();
+            async move { store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap() }
+        });
+        within("the purge's deletions", reached).await.unwrap();
+
+        assert!(within("a hit", store.get("other")).await.unwrap().is_some());
+        assert!(
+            within("a hit on a row the purge deleted", store.get("k7")).await.unwrap().is_some(),
+            "a reader sees the last committed state, not the purge's uncommitted deletions"
+        );
+        let generations = within("generations", store.generations(&["hot".to_string()])).await.unwrap();
+        assert_eq!(generations["hot"], 0);
+        assert!(!purge.is_finished(), "the purge waited for the test all along");
+
+        resume.send(()).unwrap();
+        assert_eq!(within("the purge", purge).await.unwrap(), 300);
+        assert!(store.get("k7").await.unwrap().is_none());
+        assert!(store.get("k299").await.unwrap().is_none());
+        assert!(store.get("other").await.unwrap().is_some());
+        assert_eq!(store.generations(&["hot".to_string()]).await.unwrap()["hot"], 1);
+        // A render that read generation 0 meanwhile is not stored.
+        let late = store.put(entry("k7", 0, 0)).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
+    }
+
+    /// Reads run on connections of their own: many at once, none waiting for another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_and_a_held_writer_do_not_wait_for_each_other() {
+        let db = TempDb::new("readers");
+        let store = Arc::new(SqliteStore::open(&db.0, "shop").unwrap());
+        store.put(entry("k", 0, 0)).await.unwrap();
+        // The writer is held (as by a long put or purge) for the whole test.
+        let writer = store.writer.clone();
+        let (held_tx, held) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = tokio::task::spawn_blocking(move || {
+            let _guard = writer.lock().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.blocking_recv();
+        });
+        within("the writer held", held).await.unwrap();
+        let reads: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.get("k").await.unwrap().is_some() })
+            })
+            .collect();
+        for read in reads {
+            assert!(within("a read", read).await.unwrap());
+        }
+        release.send(()).unwrap();
+        holder.await.unwrap();
+        assert!(store.readers.idle.lock().unwrap().len() <= super::IDLE_READERS);
+    }
 }

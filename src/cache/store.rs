@@ -95,3 +95,81 @@ pub(crate) fn check_site(site: &str) -> Result<(), CacheError> {
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// A test hook that stops a long purge halfway (between two batches, or inside its
+/// transaction) until the test lets it go, so a test can assert what proceeds meanwhile
+/// without timing anything.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct PauseHook(std::sync::Mutex<Option<Stop>>);
+
+/// What a paused purge holds: tells the test it stopped, waits to be let go, and tells the
+/// test when it has finished (when dropped).
+#[cfg(test)]
+pub(crate) struct Stop {
+    reached: tokio::sync::oneshot::Sender<()>,
+    resume: tokio::sync::oneshot::Receiver<()>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The test's side of an armed [`PauseHook`].
+#[cfg(test)]
+pub(crate) struct Paused {
+    /// Fires when the purge has stopped at the hook.
+    pub reached: tokio::sync::oneshot::Receiver<()>,
+    /// Send to let it go on.
+    pub resume: tokio::sync::oneshot::Sender<()>,
+    /// Fires (or closes) when the purge that stopped has finished its work.
+    pub done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Held by a purge that stopped at the hook until it finishes; tells the test on drop.
+#[cfg(test)]
+pub(crate) struct Done(Option<tokio::sync::oneshot::Sender<()>>);
+
+#[cfg(test)]
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+impl PauseHook {
+    /// Arms the hook for the next purge that reaches it.
+    pub(crate) fn arm(&self) -> Paused {
+        let (reached_tx, reached) = tokio::sync::oneshot::channel();
+        let (resume, resume_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        *self.0.lock().unwrap() = Some(Stop { reached: reached_tx, resume: resume_rx, done: done_tx });
+        Paused { reached, resume, done }
+    }
+
+    /// On a blocking thread: stops here if armed; keep the answer until the work is done.
+    pub(crate) fn pause_blocking(&self) -> Done {
+        let armed = self.0.lock().unwrap().take();
+        match armed {
+            Some(stop) => {
+                let _ = stop.reached.send(());
+                let _ = stop.resume.blocking_recv();
+                Done(Some(stop.done))
+            }
+            None => Done(None),
+        }
+    }
+
+    /// On a task: stops here if armed; keep the answer until the work is done.
+    pub(crate) async fn pause(&self) -> Done {
+        let armed = self.0.lock().unwrap().take();
+        match armed {
+            Some(stop) => {
+                let _ = stop.reached.send(());
+                let _ = stop.resume.await;
+                Done(Some(stop.done))
+            }
+            None => Done(None),
+        }
+    }
+}

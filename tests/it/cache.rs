@@ -1,14 +1,16 @@
 //! The cache conformance suite: every behaviour of docs/protocol.md's cache ABI, run
 //! against each backend (memory, SQLite, a real Redis), plus each backend's own faults.
 
-use crate::common::scratch;
+use crate::common::{DEADLINE, scratch_db, wait_until};
 use mizan_render::cache::memory::MemoryStore;
 use mizan_render::cache::redis::RedisStore;
 use mizan_render::cache::sqlite::SqliteStore;
 use mizan_render::cache::{CacheError, Dependency, Entry, Freshness, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms};
 use mizan_render::testing::RedisServer;
 use serde_json::{Map, Value, json};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 
 /// A store and whatever must live as long as it (a Redis server).
 pub struct Backend {
@@ -21,7 +23,7 @@ pub async fn memory() -> Backend {
 }
 
 pub async fn sqlite() -> Backend {
-    let path = scratch(&format!("conformance-{}-{}.db", std::process::id(), now_ms()));
+    let path = scratch_db("conformance");
     Backend { store: Arc::new(SqliteStore::open(&path, "conformance").unwrap()), _redis: None }
 }
 
@@ -207,49 +209,140 @@ pub async fn large_and_binary_bodies_round_trip(b: Backend) {
     assert_eq!(&*s.get("empty").await.unwrap().unwrap().body, b"");
 }
 
+/// Writers render and put while purgers purge, all at once; every put's outcome is kept.
+/// Each context is purged by one purger, in sequence, so its `n`-th purge is the one that moves
+/// its generation to `n`: a put stored under generation `g` of a context committed after that
+/// context's purge `g` and before its purge `g + 1` (the store makes the generation check and
+/// the write atomic with respect to purges). So which purges ran after each stored entry is
+/// known, and the store's final content is too: the last entry stored under each key is
+/// present, whole, if no later purge matched it, and gone if one did.
 pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
+    const WRITERS: usize = 8;
+    const PUTS: usize = 40;
+    const KEYS: usize = 8;
+    const MAX_PURGES: u64 = 100;
     let store = b.store.clone();
-    let contexts = vec!["hot".to_string()];
-    let mut tasks = Vec::new();
-    for writer in 0..8 {
-        let (store, contexts) = (store.clone(), contexts.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..40 {
-                // A render: read the generations, "render", put.
-                let generations = store.generations(&contexts).await.unwrap();
-                let mut e = entry(&format!("w{writer}-{}", i % 10), vec![dep("hot", json!({"id": i % 10}))], b"v");
-                e.meta.generation = generations;
-                store.put(e).await.unwrap();
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (store, finished) = (store.clone(), finished.clone());
+            tokio::spawn(async move {
+                let mut puts = Vec::new();
+                for i in 0..PUTS {
+                    let k = i % KEYS;
+                    // Odd keys depend on `a` only; even keys on `a` and on `b`, with a `b` param
+                    // that changes as the key is written again (the put replaces the tags).
+                    let mut deps = vec![dep("a", json!({"id": k % 4}))];
+                    if k.is_multiple_of(2) {
+                        deps.push(dep("b", json!({"id": (i / KEYS) % 3})));
+                    }
+                    let contexts: Vec<String> = deps.iter().map(|d| d.context.clone()).collect();
+                    // A render: read the generations, let the others run, put.
+                    let generation = store.generations(&contexts).await.unwrap();
+                    tokio::task::yield_now().await;
+                    let mut e = entry(&format!("w{writer}-{k}"), deps, format!("writer {writer} put {i}").as_bytes());
+                    e.meta.generation = generation;
+                    let outcome = store.put(e.clone()).await.unwrap();
+                    puts.push((e, outcome));
+                }
+                finished.fetch_add(1, SeqCst);
+                puts
+            })
+        })
+        .collect();
+    // Each purger purges its context until the first writer is done (so that the others' last
+    // entries outlive every concurrent purge), then once more after the last put: a purge that
+    // must remove exactly the entries it matches, and leave the rest.
+    let purgers: Vec<_> = [("a", 4), ("b", 3)]
+        .into_iter()
+        .map(|(context, ids)| {
+            let (store, finished) = (store.clone(), finished.clone());
+            tokio::spawn(async move {
+                // `done[n - 1]`: the params of purge `n`; every tenth purges the whole context.
+                let mut done = Vec::new();
+                let mut n = 0;
+                while finished.load(SeqCst) == 0 && n < MAX_PURGES {
+                    n += 1;
+                    let params = if n.is_multiple_of(10) { Map::new() } else { obj(json!({"id": n % ids})) };
+                    store.purge(context, &params, PurgeMode::Hard).await.unwrap();
+                    done.push(params);
+                    // Fewer purges than puts, so that some entries outlive them.
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                wait_until("every writer to finish", DEADLINE, || std::future::ready(finished.load(SeqCst) == WRITERS))
+                    .await;
+                let last = obj(json!({"id": 1}));
+                store.purge(context, &last, PurgeMode::Hard).await.unwrap();
+                done.push(last);
+                (context.to_string(), done)
+            })
+        })
+        .collect();
+    let mut puts = Vec::new();
+    for writer in writers {
+        puts.push(writer.await.unwrap());
+    }
+    let mut purges = std::collections::BTreeMap::new();
+    for purger in purgers {
+        let (context, done) = purger.await.unwrap();
+        purges.insert(context, done);
+    }
+
+    let finals = store.generations(&["a".to_string(), "b".to_string()]).await.unwrap();
+    let counts: Vec<u64> = purges.values().map(|done| done.len() as u64).collect();
+    assert_eq!(finals.values().copied().collect::<Vec<_>>(), counts, "every purge moved its generation once");
+    let matches = |d: &Dependency, params: &Map<String, Value>| params.iter().all(|(k, v)| d.params.get(k) == Some(v));
+    let (mut stored, mut present, mut purged) = (0, 0, 0);
+    for (writer, puts) in puts.iter().enumerate() {
+        for (e, outcome) in puts {
+            match outcome {
+                PutOutcome::Stored => stored += 1,
+                PutOutcome::Dropped { context } => assert!(
+                    e.meta.generation.get(context).is_some_and(|g| *g < finals[context]),
+                    "a put dropped for {context}, which it does not depend on or which was never purged after it read it"
+                ),
             }
-        }));
-    }
-    for _ in 0..3 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..15 {
-                store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let current = store.generations(&contexts).await.unwrap()["hot"];
-    assert_eq!(current, 45, "every purge moved the generation once");
-    for writer in 0..8 {
-        for i in 0..10 {
-            if let Some(e) = store.get(&format!("w{writer}-{i}")).await.unwrap() {
-                assert_eq!(e.meta.generation["hot"], current, "an entry rendered before the last purge survived it");
+        }
+        for k in 0..KEYS {
+            let key = format!("w{writer}-{k}");
+            let got = store.get(&key).await.unwrap();
+            // A key is written by one writer, in order: the last stored put is the entry.
+            let Some((last, _)) = puts.iter().rev().find(|(e, o)| e.meta.key == key && *o == PutOutcome::Stored) else {
+                assert!(got.is_none(), "{key}: no put was stored, yet it is present");
+                continue;
+            };
+            let purged_by = last.meta.deps.iter().find_map(|d| {
+                let after = last.meta.generation[&d.context];
+                let later = &purges[&d.context][after as usize..];
+                later.iter().position(|params| matches(d, params)).map(|i| (&d.context, after + 1 + i as u64))
+            });
+            match (purged_by, got) {
+                (None, Some(got)) => {
+                    present += 1;
+                    assert_eq!(got.body, last.body, "{key}: not the last entry stored");
+                    assert_eq!(got.meta.generation, last.meta.generation, "{key}");
+                    assert_eq!(got.meta.deps, last.meta.deps, "{key}");
+                }
+                (None, None) => panic!(
+                    "{key}: lost: {:?} was stored under generations {:?} and no later purge matched it",
+                    String::from_utf8_lossy(&last.body),
+                    last.meta.generation
+                ),
+                (Some(_), None) => purged += 1,
+                (Some((context, n)), Some(got)) => panic!(
+                    "{key}: resurrected: {:?} (stored under generations {:?}) was matched by purge {n} of {context} \
+                     ({:?}), yet {:?} is served",
+                    String::from_utf8_lossy(&last.body),
+                    last.meta.generation,
+                    purges[context][n as usize - 1],
+                    String::from_utf8_lossy(&got.body)
+                ),
             }
         }
     }
-    // Nothing lost: puts made after the last purge are all stored and readable.
-    for writer in 0..8 {
-        let mut e = entry(&format!("w{writer}-final"), vec![dep("hot", json!({"id": writer}))], b"final");
-        e.meta.generation = store.generations(&contexts).await.unwrap();
-        put_ok(&*store, e).await;
-        assert!(store.get(&format!("w{writer}-final")).await.unwrap().is_some());
-    }
+    assert!(stored > 0 && present + purged > 0, "{stored} puts stored, {present} entries present, {purged} purged");
 }
 
 pub async fn remove_deletes_one_entry(b: Backend) {
@@ -300,8 +393,7 @@ async fn memory_store_stays_within_its_byte_bound_and_forgets_evicted_tags() {
 
 #[tokio::test]
 async fn sqlite_store_survives_a_restart() {
-    let path = scratch(&format!("restart-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = scratch_db("restart");
     {
         let store = SqliteStore::open(&path, "shop").unwrap();
         put_ok(&store, entry("kept", vec![dep("c", json!({"id": 1}))], b"body")).await;
@@ -315,8 +407,7 @@ async fn sqlite_store_survives_a_restart() {
 
 #[tokio::test]
 async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
-    let path = scratch(&format!("damaged-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = scratch_db("damaged");
     let store = SqliteStore::open(&path, "shop").unwrap();
     put_ok(&store, entry("good", vec![dep("c", json!({}))], b"ok")).await;
     put_ok(&store, entry("bad", vec![dep("c", json!({}))], b"ok")).await;
@@ -328,9 +419,88 @@ async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
     assert!(store.get("good").await.unwrap().is_some());
 }
 
+/// Another connection holds the write lock (an EXCLUSIVE transaction, with changes it never
+/// commits). The store's reads go on (WAL) and see only committed rows; a write waits out the
+/// busy timeout and fails as Unavailable, naming the file, having changed nothing; once the
+/// lock goes, writes land again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_file_locked_by_another_connection_refuses_writes_keeps_reads_and_recovers() {
+    let path = scratch_db("locked");
+    let store = SqliteStore::open(&path, "shop").unwrap();
+    store.purge("c", &obj(json!({"id": 9})), PurgeMode::Hard).await.unwrap();
+    let mut kept = entry("kept", vec![dep("c", json!({"id": 1}))], b"kept");
+    kept.meta.generation = store.generations(&["c".to_string()]).await.unwrap();
+    put_ok(&store, kept.clone()).await;
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker
+        .execute_batch("BEGIN EXCLUSIVE; UPDATE entries SET body = CAST('poisoned' AS BLOB); DELETE FROM generations;")
+        .unwrap();
+    assert_eq!(*store.get("kept").await.unwrap().unwrap(), kept, "the committed entry, not the locker's change");
+    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 1);
+    let started = std::time::Instant::now();
+    let purge = tokio::time::timeout(DEADLINE, store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard))
+        .await
+        .expect("a purge of a locked file never returned");
+    let err = purge.expect_err("a purge landed in a file another connection holds locked");
+    let waited = started.elapsed();
+    let CacheError::Unavailable { store: "sqlite", message } = &err else { panic!("{err:?}") };
+    assert!(message.contains("locked"), "{message}");
+
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(*store.get("kept").await.unwrap().unwrap(), kept, "the failed purge removed nothing");
+    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 1, "nor moved the generation");
+    assert_eq!(store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
+    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 2);
+    let mut again = entry("again", vec![dep("c", json!({"id": 1}))], b"again");
+    again.meta.generation = store.generations(&["c".to_string()]).await.unwrap();
+    put_ok(&store, again).await;
+    assert_eq!(present(&store, &["kept", "again"]).await, [false, true]);
+    // Last, as it is what an operator reads: the error says which file.
+    let file = path.display().to_string();
+    assert!(err.to_string().contains(&file), "the error does not name the file {file}: {err} (after {waited:.1?})");
+}
+
+/// A cache file the node cannot write: permission bits on the file and its directory for an
+/// unprivileged user; as root, who writes through permission bits, the file opened read-only
+/// by SQLite's URI `mode=ro` (what SQLite does by itself with a file it cannot write). The
+/// store refuses it at open, naming the file, and leaves it as it was.
+#[tokio::test]
+async fn a_read_only_sqlite_file_is_refused_at_open_with_its_path() {
+    use std::os::unix::fs::PermissionsExt as _;
+    /// Gives the directory and the file their modes back, whatever happens.
+    struct Writable<'a>(&'a std::path::Path, &'a std::path::Path);
+    impl Drop for Writable<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+            let _ = std::fs::set_permissions(self.1, std::fs::Permissions::from_mode(0o644));
+        }
+    }
+    let dir = scratch_db("read-only").with_extension("d");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cache.db");
+    {
+        let store = SqliteStore::open(&path, "shop").unwrap();
+        put_ok(&store, entry("kept", vec![dep("c", json!({}))], b"kept")).await;
+    }
+    let _restore = Writable(&dir, &path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let privileged = std::fs::OpenOptions::new().append(true).open(&path).is_ok();
+    let open = if privileged { PathBuf::from(format!("file:{}?mode=ro", path.display())) } else { path.clone() };
+    let err = SqliteStore::open(&open, "shop").err().expect("a read-only cache file was accepted");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()) && text.contains("readonly"), "{text}");
+    drop(_restore);
+    let store = SqliteStore::open(&path, "shop").unwrap();
+    assert_eq!(&*store.get("kept").await.unwrap().unwrap().body, b"kept", "the file is as it was");
+}
+
 #[tokio::test]
 async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
-    let path = scratch(&format!("garbage-{}.db", std::process::id()));
+    let path = scratch_db("garbage");
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
     let err = SqliteStore::open(&path, "shop").err().unwrap();
     assert!(matches!(err, CacheError::Corrupt { store: "sqlite", .. }), "{err:?}");
@@ -365,20 +535,37 @@ async fn redis_going_away_fails_fast_and_recovers_when_it_returns() {
     let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
     put_ok(&store, entry("k", vec![dep("c", json!({}))], b"x")).await;
     server.kill();
-    let err = store.get("k").await.unwrap_err();
-    assert!(matches!(err, CacheError::Unavailable { store: "redis", .. }), "{err:?}");
-    assert!(store.purge("c", &Map::new(), PurgeMode::Hard).await.is_err());
-    server.restart();
-    // The connection manager reconnects on the next calls; bounded, not timed.
-    let mut recovered = false;
-    for _ in 0..50 {
-        if store.get("k").await.is_ok() {
-            recovered = true;
-            break;
-        }
+    // The first call finds the connection gone; the next one tries to reconnect and is
+    // refused. Either way the error is Unavailable, says the connection was refused or reset
+    // (not that a response never came), and arrives before the 2 s response timeout would
+    // have fired: Redis going away is noticed at once, not waited out.
+    for call in ["get", "purge"] {
+        let started = std::time::Instant::now();
+        let err = match call {
+            "get" => store.get("k").await.map(|_| ()).unwrap_err(),
+            _ => store.purge("c", &Map::new(), PurgeMode::Hard).await.map(|_| ()).unwrap_err(),
+        };
+        let elapsed = started.elapsed();
+        let CacheError::Unavailable { store: "redis", message } = &err else { panic!("{call}: {err:?}") };
+        let lower = message.to_lowercase();
+        assert!(
+            ["broken pipe", "connection reset", "connection refused", "connection closed"]
+                .iter()
+                .any(|m| lower.contains(m))
+                && !lower.contains("timed out")
+                && !lower.contains("timeout"),
+            "{call}: not a refused or reset connection: {message}"
+        );
+        assert!(elapsed < std::time::Duration::from_secs(2), "{call} took {elapsed:?} to fail: {message}");
     }
-    assert!(recovered, "the store did not recover after Redis came back");
-    put_ok(&store, entry("k2", vec![dep("c", json!({}))], b"y")).await;
+    server.restart();
+    // The connection manager reconnects on the next calls.
+    let store = &store;
+    wait_until("the Redis store to answer again after Redis came back", DEADLINE, move || async move {
+        store.get("k").await.is_ok()
+    })
+    .await;
+    put_ok(store, entry("k2", vec![dep("c", json!({}))], b"y")).await;
     assert_eq!(&*store.get("k2").await.unwrap().unwrap().body, b"y");
 }
 
@@ -479,7 +666,7 @@ async fn redis_sites_sharing_one_server_never_purge_each_other() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_sites_sharing_one_file_never_purge_each_other() {
-    let path = scratch(&format!("shared-{}-{}.db", std::process::id(), now_ms()));
+    let path = scratch_db("shared");
     let shop = SqliteStore::open(&path, "shop").unwrap();
     let blog = SqliteStore::open(&path, "blog").unwrap();
     sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
@@ -498,7 +685,7 @@ async fn sqlite_sites_sharing_one_file_never_purge_each_other() {
 
 #[tokio::test]
 async fn a_site_that_cannot_namespace_keys_is_refused() {
-    let path = scratch(&format!("bad-site-{}-{}.db", std::process::id(), now_ms()));
+    let path = scratch_db("bad-site");
     for site in ["shop:blog", "my shop", "", "shop/x", "mz1:*", "caf\u{e9}"] {
         let err = SqliteStore::open(&path, site).err().unwrap();
         assert!(matches!(&err, CacheError::Site(s) if s == site), "{site:?}: {err:?}");
@@ -514,7 +701,7 @@ async fn a_site_that_cannot_namespace_keys_is_refused() {
 
 #[tokio::test]
 async fn a_sqlite_file_of_schema_version_1_is_refused_with_its_path() {
-    let path = scratch(&format!("v1-{}-{}.db", std::process::id(), now_ms()));
+    let path = scratch_db("v1");
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch("CREATE TABLE entries (key TEXT PRIMARY KEY); PRAGMA user_version = 1;").unwrap();
     drop(raw);
