@@ -32,10 +32,9 @@ fn main() {
     let manifest = Manifest::load(&root.join("fixtures/manifests/react.json")).unwrap();
     let react = BundleSource::read("react_app", &manifest.bundle_path("react_app").unwrap()).unwrap();
     let faulty = BundleSource::read("faulty", &root.join("tests/fixtures/bundles/faulty.mjs")).unwrap();
-    let answers: BTreeMap<String, OriginAnswer> = serde_json::from_str(
-        &std::fs::read_to_string(root.join("fixtures/data/answers/product_list.json")).unwrap(),
-    )
-    .unwrap();
+    let answers: BTreeMap<String, OriginAnswer> =
+        serde_json::from_str(&std::fs::read_to_string(root.join("fixtures/data/answers/product_list.json")).unwrap())
+            .unwrap();
     let (name, page, input) = page_input(&manifest, "/products", &answers).unwrap();
     let bad_input = mizan_render::abi::PageInput { url: "/bad".into(), ..Default::default() };
     let config = PoolConfig {

@@ -99,7 +99,8 @@ pub const PRUNE: usize = 64;
 /// set, each member `<key>|` (no generation: any purge takes it) scored with the set's own
 /// expiry, which every put extended past its members', plus its position in ms (so no two
 /// share a score, and none is pruned early). Once per key, the first time a script of this
-/// layout touches it.
+/// layout touches it: the purge calls it on its tags, `zcall` when a command on a tag key
+/// meets the wrong type.
 macro_rules! prelude {
     () => {
         r#"
@@ -123,16 +124,22 @@ local function zset(tag, at)
   end
   if pttl > 0 then redis.call('PEXPIRE', tag, pttl) end
 end
+local function zcall(command, tag, at, ...)
+  local reply = redis.pcall(command, tag, ...)
+  if type(reply) == 'table' and reply.err then
+    zset(tag, at)
+    reply = redis.call(command, tag, ...)
+  end
+  return reply
+end
 local function unlink(list, key, at)
   local old = redis.call('GET', list)
   if not old then return end
   for _, item in ipairs(cjson.decode(old)) do
     if type(item) == 'table' then
-      zset(item[1], at)
-      redis.call('ZREM', item[1], item[2])
+      zcall('ZREM', item[1], at, item[2])
     else
-      zset(item, at)
-      redis.call('ZREM', item, key .. '|')
+      zcall('ZREM', item, at, key .. '|')
     end
   end
 end
@@ -160,8 +167,7 @@ redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) else redis.call('DEL', KEYS[3]) end
 for i = 6 + 2 * n, #ARGV, 2 do
   local tag = ARGV[i]
-  zset(tag, at)
-  redis.call('ZADD', tag, at + ttl, ARGV[i + 1])
+  zcall('ZADD', tag, at, at + ttl, ARGV[i + 1])
   local dead = redis.call('ZRANGEBYSCORE', tag, '-inf', at - 1000, 'LIMIT', 0, 64)
   if #dead > 0 then redis.call('ZREM', tag, unpack(dead)) end
   if redis.call('PTTL', tag) < ttl then redis.call('PEXPIRE', tag, ttl) end
@@ -209,6 +215,8 @@ if #page == batch then
   local at = 0
   for i = 1, #same do if same[i] == page[#page] then at = i; break end end
   for i = at + 1, #same do page[#page + 1] = same[i] end
+  -- Nothing after this score: done, without one more call.
+  if #redis.call('ZRANGE', set, '(' .. next, '+inf', 'BYSCORE', 'LIMIT', 0, 1) == 0 then next = '' end
 end
 local members, keys = {}, {}
 for _, member in ipairs(page) do
@@ -341,7 +349,10 @@ impl RedisStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(1);
+            // No retry inside a call: the first retry waits a second or more (backoff), which
+            // a page would pay per store call while Redis is away. The manager reconnects on
+            // the next call instead.
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
         Ok(Self {
             conn,

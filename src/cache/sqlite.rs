@@ -99,6 +99,20 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> CacheError {
     CacheError::Corrupt { store: "sqlite", message: format!("{}: {e}", path.display()) }
 }
 
+/// An error opening the file: unavailable (read-only, locked, no permission, cannot open)
+/// rather than corrupt, so that nobody deletes a good cache file because of a wrong word.
+fn opening(path: &Path, e: rusqlite::Error) -> CacheError {
+    use rusqlite::ErrorCode::*;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ReadOnly | CannotOpen | PermissionDenied | DatabaseBusy | DatabaseLocked) =>
+        {
+            CacheError::Unavailable { store: "sqlite", message: format!("{}: {e}", path.display()) }
+        }
+        _ => corrupt(path, e),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> CacheError {
     CacheError::Unavailable { store: "sqlite", message: e.to_string() }
 }
@@ -121,15 +135,15 @@ impl SqliteStore {
     /// database or of another schema version.
     pub fn open(path: &Path, site: &str) -> Result<Self, CacheError> {
         check_site(site)?;
-        let db = Connection::open(path).map_err(|e| corrupt(path, e))?;
-        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| corrupt(path, e))?;
+        let db = Connection::open(path).map_err(|e| opening(path, e))?;
+        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| opening(path, e))?;
         // The first statement that reads the file tells a non-database apart.
-        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| corrupt(path, e))?;
+        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| opening(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") && path != Path::new(":memory:") {
             return Err(corrupt(path, format!("cannot enable WAL (journal mode stays {mode})")));
         }
-        db.execute_batch("PRAGMA synchronous=NORMAL;").map_err(|e| corrupt(path, e))?;
-        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| corrupt(path, e))?;
+        db.execute_batch("PRAGMA synchronous=NORMAL;").map_err(|e| opening(path, e))?;
+        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| opening(path, e))?;
         if version != 0 && version != SCHEMA_VERSION {
             return Err(corrupt(
                 path,
@@ -139,8 +153,8 @@ impl SqliteStore {
                 ),
             ));
         }
-        db.execute_batch(SCHEMA).map_err(|e| corrupt(path, e))?;
-        db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}")).map_err(|e| corrupt(path, e))?;
+        db.execute_batch(SCHEMA).map_err(|e| opening(path, e))?;
+        db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}")).map_err(|e| opening(path, e))?;
         let in_memory = path.as_os_str().is_empty() || path == Path::new(":memory:");
         let readers = Readers { path: (!in_memory).then(|| path.to_path_buf()), idle: Mutex::new(Vec::new()) };
         Ok(Self {

@@ -356,7 +356,11 @@ impl Node {
 
     /// `store.put(entry)`, given up after `wait` (counted as a store error): a response never
     /// waits longer than that for the cache.
-    async fn put_within(&self, wait: std::time::Duration, entry: Entry) -> Result<PutOutcome, crate::cache::CacheError> {
+    async fn put_within(
+        &self,
+        wait: std::time::Duration,
+        entry: Entry,
+    ) -> Result<PutOutcome, crate::cache::CacheError> {
         match tokio::time::timeout(wait, self.store.put(entry)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(crate::cache::CacheError::Unavailable {

@@ -96,7 +96,7 @@ async fn a_flood_of_distinct_urls_gets_503s_not_a_flood_of_origin_calls() {
         tokio::spawn(async move { h.get("/products/2").await })
     };
     wait_until("the second fetch to wait for a slot", DEADLINE, || std::future::ready(h.node.origin.waiting() == 1))
-    .await;
+        .await;
     // ... and the rest are refused at once.
     for id in 3..8 {
         let refused = h.get(&format!("/products/{id}")).await;
