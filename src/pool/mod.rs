@@ -120,7 +120,9 @@ pub struct Pool {
     admission: Arc<Admission>,
     workers: Vec<JoinHandle<()>>,
     stats: Arc<PoolStats>,
-    watchdog: watchdog::Watchdog,
+    watchdog: Option<watchdog::Watchdog>,
+    /// The set of bundles whose snapshot this pool holds (released on drop).
+    family: String,
 }
 
 impl Pool {
@@ -132,12 +134,26 @@ impl Pool {
         // Each bundle still renders only in isolates of its own, so no render of one bundle
         // can reach another's.
         let started = Instant::now();
-        let snapshot = snapshot::build(bundles)?;
+        let family = snapshot::family(bundles);
+        let snapshot = snapshot::acquire(bundles)?;
+        // From here the pool holds its snapshot; dropping it (or a failed start) releases it.
+        let mut pool = Self {
+            queue: None,
+            bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
+            capacity: 0,
+            cpu_budget: config.cpu_budget,
+            render_timeout: config.render_timeout,
+            admission: Admission::new(1, 1),
+            workers: Vec::new(),
+            stats: Arc::new(PoolStats::default()),
+            watchdog: None,
+            family,
+        };
         tracing::info!(
             bundles = bundles.len(),
             snapshot_kib = snapshot.len() / 1024,
             ms = started.elapsed().as_millis() as u64,
-            "app snapshot built"
+            "app snapshot ready"
         );
         let snapshots: HashMap<Arc<str>, BundleSnapshot> = bundles
             .iter()
@@ -147,17 +163,20 @@ impl Pool {
         let workers = config.workers.max(1);
         let capacity = config.queue.max(1);
         let (tx, rx) = async_channel::bounded::<Work>(capacity);
-        let stats = Arc::new(PoolStats::default());
+        pool.queue = Some(tx);
+        pool.capacity = capacity;
+        pool.admission = Admission::new((capacity / 2).max(1), config.queue_bytes.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let watchdog = watchdog::Watchdog::start(workers, config.render_timeout, config.cpu_budget)
-            .map_err(|e| RenderError::Setup(e.to_string()))?;
-        let mut handles = Vec::with_capacity(workers);
+        let watchdog = pool.watchdog.insert(
+            watchdog::Watchdog::start(workers, config.render_timeout, config.cpu_budget)
+                .map_err(|e| RenderError::Setup(e.to_string()))?,
+        );
         for index in 0..workers {
             let worker = worker::Worker {
                 index,
                 snapshots: snapshots.clone(),
                 queue: rx.clone(),
-                stats: stats.clone(),
+                stats: pool.stats.clone(),
                 limits: worker::Limits {
                     max_heap: config.max_heap,
                     max_renders: config.max_renders_per_isolate.max(1),
@@ -170,20 +189,9 @@ impl Pool {
                 .name(format!("mizan-render-{index}"))
                 .spawn(move || worker.run(ready))
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
-            handles.push(handle);
+            pool.workers.push(handle);
         }
         drop(ready_tx);
-        let pool = Self {
-            queue: Some(tx),
-            bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
-            capacity,
-            cpu_budget: config.cpu_budget,
-            render_timeout: config.render_timeout,
-            admission: Admission::new((capacity / 2).max(1), config.queue_bytes.max(1)),
-            workers: handles,
-            stats,
-            watchdog,
-        };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -277,7 +285,11 @@ impl Drop for Pool {
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
-        self.watchdog.stop();
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.stop();
+        }
+        // Every isolate of this pool is gone: another set of bundles may have the process.
+        snapshot::release(&self.family);
     }
 }
 

@@ -138,3 +138,67 @@ async fn evaluate(runtime: &mut JsRuntime, bundle: &BundleSource) -> Result<v8::
     runtime.with_event_loop_future(evaluation, PollEventLoopOptions::default()).await.map_err(error_text)?;
     runtime.get_module_namespace(id).map_err(error_text)
 }
+
+/// The snapshots of this process. V8 shares one read-only heap per process: isolates of two
+/// different snapshots cannot be alive at once (V8 crashes), nor can two snapshots be built at
+/// once. So pools of one set of bundles share one snapshot, built once, and a pool of another
+/// set is refused with a clear error while one is alive.
+#[derive(Default)]
+struct Registry {
+    /// Snapshot bytes by set of bundles (names and code hashes).
+    built: std::collections::HashMap<String, &'static [u8]>,
+    /// The set whose pools are alive, and how many.
+    live: Option<(String, usize)>,
+}
+
+static REGISTRY: std::sync::Mutex<Option<Registry>> = std::sync::Mutex::new(None);
+
+/// Identifies a set of bundles: names and code hashes, in order.
+pub(crate) fn family(bundles: &[BundleSource]) -> String {
+    bundles.iter().map(|b| format!("{}={}", b.name, b.hash)).collect::<Vec<_>>().join(",")
+}
+
+/// The snapshot of `bundles` for a new pool: the one already built for the same bundles, or a
+/// new one; refused while pools of other bundles are alive in this process. Every successful
+/// call is paired with a [`release`] when the pool is gone.
+pub(crate) fn acquire(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
+    let family = family(bundles);
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = registry.get_or_insert_with(Registry::default);
+    if let Some((live, pools)) = &registry.live
+        && *live != family
+        && *pools > 0
+    {
+        let names = |f: &str| f.split(',').map(|b| b.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(", ");
+        return Err(RenderError::Setup(format!(
+            "this process already renders the bundles [{}]; a pool of other bundles [{}] cannot live beside it \
+             (V8 allows the isolates of one snapshot per process)",
+            names(live),
+            names(&family)
+        )));
+    }
+    let bytes = match registry.built.get(&family) {
+        Some(bytes) => *bytes,
+        // Built under the registry's lock: never two snapshots at once.
+        None => {
+            let bytes = build(bundles)?;
+            registry.built.insert(family.clone(), bytes);
+            bytes
+        }
+    };
+    match &mut registry.live {
+        Some((live, pools)) if *live == family => *pools += 1,
+        slot => *slot = Some((family, 1)),
+    }
+    Ok(bytes)
+}
+
+/// A pool of `family` is gone.
+pub(crate) fn release(family: &str) {
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(Registry { live: Some((live, pools)), .. }) = registry.as_mut()
+        && live == family
+    {
+        *pools = pools.saturating_sub(1);
+    }
+}

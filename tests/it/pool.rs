@@ -197,3 +197,19 @@ async fn a_worker_that_panics_is_restarted_and_the_pool_keeps_rendering() {
     assert_eq!(pool.stats().restarts.load(Ordering::Relaxed), 1);
     assert_eq!(pool.alive(), 1);
 }
+
+#[test]
+fn a_pool_of_other_bundles_is_refused_while_one_lives_in_this_process() {
+    // V8 allows the isolates of one snapshot per process: the second set is refused with the
+    // reason instead of crashing V8, pools of the same set share one snapshot.
+    let first = pool(1, &[test_bundle("faulty")]);
+    let err = Pool::start(PoolConfig { workers: 1, ..PoolConfig::default() }, &[test_bundle("leaky")]).err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("already renders the bundles [faulty]") && text.contains("[leaky]"), "{text}");
+    let same = pool(1, &[test_bundle("faulty")]);
+    drop(first);
+    assert!(Pool::start(PoolConfig { workers: 1, ..PoolConfig::default() }, &[test_bundle("leaky")]).is_err());
+    drop(same);
+    let other = pool(1, &[test_bundle("leaky")]);
+    assert_eq!(other.workers(), 1, "once the first set's pools are gone, another set may start");
+}
