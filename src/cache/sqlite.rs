@@ -167,6 +167,13 @@ impl SqliteStore {
         })
     }
 
+    /// Caps the file at `pages` pages (`PRAGMA max_page_count`), as a full disk would: for the
+    /// fault tests, which cannot fill a real disk without root.
+    #[doc(hidden)]
+    pub async fn cap_pages_for_tests(&self, pages: u64) -> Result<(), CacheError> {
+        self.run(move |db| db.execute_batch(&format!("PRAGMA max_page_count = {pages}")).map_err(sql)).await
+    }
+
     /// Runs `f` on the writer connection, on the blocking pool. Once started it runs to the
     /// end even if the caller stops waiting.
     async fn run<T: Send + 'static>(

@@ -710,3 +710,25 @@ async fn a_sqlite_file_of_schema_version_1_is_refused_with_its_path() {
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()) && text.contains("schema version 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_file_refuses_writes_keeps_what_it_holds_and_recovers() {
+    let path = crate::common::scratch_db("full");
+    let store = SqliteStore::open(&path, "shop").unwrap();
+    put_ok(&store, entry("mz1:p:kept", vec![dep("product_detail", json!({"id": 1}))], b"kept")).await;
+    // As a full disk would: the file may not grow any more.
+    let pages: u64 =
+        rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    store.cap_pages_for_tests(pages).await.unwrap();
+    let big = vec![b'x'; 256 * 1024];
+    let err = store.put(entry("mz1:p:big", vec![dep("product_detail", json!({"id": 2}))], &big)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CacheError::Unavailable { store: "sqlite", .. }), "{err:?}");
+    assert!(text.contains(&path.display().to_string()) && text.contains("full"), "names the file and why: {text}");
+    // Nothing lost, nothing half-written.
+    assert_eq!(&store.get("mz1:p:kept").await.unwrap().unwrap().body[..], b"kept");
+    assert!(store.get("mz1:p:big").await.unwrap().is_none());
+    // Room again: writes resume.
+    store.cap_pages_for_tests(1 << 30).await.unwrap();
+    put_ok(&store, entry("mz1:p:big", vec![dep("product_detail", json!({"id": 2}))], &big)).await;
+}
