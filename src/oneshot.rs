@@ -35,10 +35,7 @@ pub fn page_input(
     let path = crate::cache::key::normalize_path(path)?;
     let matched = router.route(manifest, &format!("{path}?{query}"))?;
     let route = &manifest.routes[matched.index];
-    let url = match matched.canonical_query.as_str() {
-        "" => path,
-        canonical => format!("{path}?{canonical}"),
-    };
+    let url = matched.url(&path);
     let mut input = PageInput {
         url,
         route: route.path.clone(),

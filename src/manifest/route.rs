@@ -40,6 +40,13 @@ pub struct RouteMatch {
     pub deps: Vec<(String, Map<String, Value>)>,
 }
 
+impl RouteMatch {
+    /// The URL a render sees for normalised `path`: the path and the canonical declared query.
+    pub fn url(&self, path: &str) -> String {
+        if self.canonical_query.is_empty() { path.to_string() } else { format!("{path}?{}", self.canonical_query) }
+    }
+}
+
 /// The routes of one manifest, ready to match.
 #[derive(Debug, Clone)]
 pub struct Router {

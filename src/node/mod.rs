@@ -150,16 +150,10 @@ async fn retry_purges(node: std::sync::Weak<Node>, pending: Arc<purges::PendingP
         }
         let Some(node) = node.upgrade() else { return };
         for purge in pending.take() {
-            match node.store.purge(&purge.context, &purge.params, purge.mode).await {
-                Ok(n) => {
-                    node.stats.purged.fetch_add(n, Ordering::Relaxed);
-                    tracing::info!(context = %purge.context, purged = n, "deferred purge landed");
-                    pending.landed(&purge);
-                }
-                Err(e) => {
-                    node.store_failed("purge (retry)", &e);
-                    pending.retry_later(purge);
-                }
+            if node.try_purge(&purge, "deferred purge landed").await {
+                pending.landed(&purge);
+            } else {
+                pending.retry_later(purge);
             }
         }
     }
@@ -336,15 +330,24 @@ impl Node {
     /// Applies a purge the origin asked for; one the store cannot take now is kept, retried
     /// until it lands, and meanwhile its context is never served from the cache.
     pub async fn purge_from_origin(&self, purge: Invalidation) {
+        if !self.try_purge(&purge, "X-Mizan-Invalidate").await {
+            tracing::error!(context = %purge.context, "purge deferred: retried until it lands; its pages are rendered fresh meanwhile");
+            self.purges.defer(purge);
+        }
+    }
+
+    /// Applies `purge` to the store; counts and logs (`landed`) what it removed, or the store's
+    /// failure. Whether it landed.
+    async fn try_purge(&self, purge: &Invalidation, landed: &str) -> bool {
         match self.store.purge(&purge.context, &purge.params, purge.mode).await {
             Ok(n) => {
                 self.stats.purged.fetch_add(n, Ordering::Relaxed);
-                tracing::info!(context = %purge.context, purged = n, "X-Mizan-Invalidate");
+                tracing::info!(context = %purge.context, purged = n, "{landed}");
+                true
             }
             Err(e) => {
                 self.store_failed("purge", &e);
-                tracing::error!(context = %purge.context, "purge deferred: retried until it lands; its pages are rendered fresh meanwhile");
-                self.purges.defer(purge);
+                false
             }
         }
     }

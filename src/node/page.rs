@@ -6,7 +6,7 @@
 use super::Node;
 use super::quarantine::{Admission, Outcome, Probe};
 use crate::abi::{DependencyData, DependencyError, PageInput};
-use crate::cache::key::{PageKeyParts, canonical_header_value, normalize_path};
+use crate::cache::key::{PageKeyParts, canonical_header_value, canonical_vary, normalize_path};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo};
 use crate::cache::{Entry, Generations, PutOutcome};
 use crate::manifest::{CachePolicy, CacheTimes, MAX_URL_LEN, RouteError, RouteMatch};
@@ -217,19 +217,18 @@ impl Node {
         let key = if no_store {
             String::new()
         } else {
-            let parts = PageKeyParts::normalized(
-                &self.manifest.site,
-                "GET",
-                path.clone(),
-                request.query,
-                &route.query,
-                &route.vary,
-                |n| request.header(n),
-            );
+            // The router already canonicalised the declared query.
+            let parts = PageKeyParts {
+                site: self.manifest.site.clone(),
+                method: "GET".into(),
+                path: path.clone(),
+                query: matched.canonical_query.clone(),
+                vary: canonical_vary(&route.vary, |n| request.header(n)),
+            };
             self.keys.page_key(&parts)
         };
         // The render sees only what the key holds: the path and the canonical declared query.
-        let url = if matched.canonical_query.is_empty() { path } else { format!("{path}?{}", matched.canonical_query) };
+        let url = matched.url(&path);
         let target = Arc::new(Target { key, url, matched, vary, headers, no_store });
         if target.vary.is_empty() {
             self.targets.insert(raw, target.clone());

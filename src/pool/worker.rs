@@ -86,7 +86,7 @@ impl Worker {
                 };
                 isolates.insert(name.clone(), isolate);
             }
-            let _alive = Alive::new(&self.stats);
+            let _alive = AliveWhile::new(&self.stats, true);
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(()));
             }
@@ -166,14 +166,14 @@ impl Worker {
     /// that was `counted` alive counts as missing meanwhile).
     async fn create_until_it_works(&self, snapshot: &BundleSnapshot, bundle: &str, counted: bool) -> Isolate {
         let mut backoff = Duration::from_millis(50);
-        let mut missing: Option<Missing> = None;
+        let mut missing: Option<AliveWhile> = None;
         loop {
             match Isolate::new(snapshot.bytes, bundle, self.limits.max_heap) {
                 Ok(isolate) => return isolate,
                 Err(e) => {
                     tracing::error!(worker = self.index, %bundle, error = %e, ?backoff, "cannot create an isolate; retrying");
                     if counted {
-                        missing.get_or_insert_with(|| Missing::new(&self.stats));
+                        missing.get_or_insert_with(|| AliveWhile::new(&self.stats, false));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -183,35 +183,31 @@ impl Worker {
     }
 }
 
-/// Counts a worker as able to render for as long as it lives.
-struct Alive<'a>(&'a PoolStats);
+/// Moves the count of workers able to render ([`PoolStats::alive`]) by one for as long as it
+/// lives: up while a worker serves, down while a counted worker cannot create an isolate.
+struct AliveWhile<'a> {
+    stats: &'a PoolStats,
+    up: bool,
+}
 
-impl<'a> Alive<'a> {
-    fn new(stats: &'a PoolStats) -> Self {
-        stats.alive.fetch_add(1, Ordering::Relaxed);
-        Self(stats)
+impl<'a> AliveWhile<'a> {
+    fn new(stats: &'a PoolStats, up: bool) -> Self {
+        Self::shift(stats, up);
+        Self { stats, up }
+    }
+
+    fn shift(stats: &PoolStats, up: bool) {
+        if up {
+            stats.alive.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.alive.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
-impl Drop for Alive<'_> {
+impl Drop for AliveWhile<'_> {
     fn drop(&mut self) {
-        self.0.alive.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a worker as missing while it cannot create an isolate.
-struct Missing<'a>(&'a PoolStats);
-
-impl<'a> Missing<'a> {
-    fn new(stats: &'a PoolStats) -> Self {
-        stats.alive.fetch_sub(1, Ordering::Relaxed);
-        Self(stats)
-    }
-}
-
-impl Drop for Missing<'_> {
-    fn drop(&mut self) {
-        self.0.alive.fetch_add(1, Ordering::Relaxed);
+        Self::shift(self.stats, !self.up);
     }
 }
 

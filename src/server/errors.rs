@@ -28,6 +28,15 @@ pub fn page(status: StatusCode, detail: &str) -> Response {
     response
 }
 
+/// 503 with `Retry-After: 1`: the node has no room for the page now (render queue, origin
+/// slots).
+fn busy(error: &PageError) -> Response {
+    let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    tracing::warn!(error = %error, "page refused");
+    r
+}
+
 /// The response for a failed page, logged with its full cause.
 pub fn for_page(error: &PageError) -> Response {
     let (status, detail) = match error {
@@ -50,19 +59,9 @@ pub fn for_page(error: &PageError) -> Response {
         PageError::Origin(OriginError::TooLarge { context, .. }) => {
             (StatusCode::BAD_GATEWAY, format!("The data for \"{context}\" is larger than this node accepts."))
         }
-        PageError::Origin(OriginError::Busy { .. }) => {
-            let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            tracing::warn!(error = %error, "page refused");
-            return r;
-        }
+        PageError::Origin(OriginError::Busy { .. }) => return busy(error),
         PageError::Origin(_) => (StatusCode::BAD_GATEWAY, "The data for this page could not be fetched.".to_string()),
-        PageError::Render(e) if e.is_overload() => {
-            let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "The server is busy; try again in a moment.");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            tracing::warn!(error = %error, "page refused");
-            return r;
-        }
+        PageError::Render(e) if e.is_overload() => return busy(error),
         PageError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "The page failed to render.".to_string()),
         PageError::Quarantined { retry_after_s, .. } => {
             let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "This page is failing; try again later.");

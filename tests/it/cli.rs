@@ -10,6 +10,15 @@ fn cli() -> Command {
     command
 }
 
+/// `mizan-render serve` of the fixture app against `origin`, one worker, the memory store.
+fn serve_command(origin: &crate::e2e::harness::Origin) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mizan-render"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
+    command.arg(root().join("fixtures/manifests/react.json"));
+    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
+    command
+}
+
 /// Starts `mizan-render serve` (`command`) and returns it with the URL it serves, once ready.
 fn serve(command: Command) -> (std::process::Child, String) {
     let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -125,11 +134,7 @@ fn render_sees_the_url_as_the_node_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_the_node_from_its_flags() {
     let origin = crate::e2e::harness::Origin::start();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mizan-render"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
-    command.arg(root().join("fixtures/manifests/react.json"));
-    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
-    let (mut child, url) = serve(command);
+    let (mut child, url) = serve(serve_command(&origin));
     let first = reqwest::get(format!("{url}/products/5")).await.unwrap();
     assert_eq!(first.headers()["x-mizan-cache"], "MISS");
     let second = reqwest::get(format!("{url}/products/5")).await.unwrap();
@@ -204,11 +209,7 @@ fn a_bundle_that_does_not_parse_is_reported_with_its_place_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     let origin = crate::e2e::harness::Origin::start();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mizan-render"));
-    command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
-    command.arg(root().join("fixtures/manifests/react.json"));
-    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
-    let (mut child, url) = serve(command);
+    let (mut child, url) = serve(serve_command(&origin));
     // A request in flight: its data held at the origin's gate.
     origin.gate("product_detail").await;
     let in_flight = tokio::spawn(reqwest::get(format!("{url}/products/6")));
