@@ -12,11 +12,12 @@
 //! larger than one chunk runs on tokio's blocking pool, off the runtime's threads. It stays
 //! exact:
 //!
-//! - the generation moves, under the mutex, before anything is removed, and every put checks
-//!   the generations and inserts under the same mutex: a put of a render that read the old
-//!   generation and comes after the bump is dropped; a put that came before it is in the list;
+//! - the generations of the purge's tags move, under the mutex, before anything is removed,
+//!   and every put checks the generations and inserts under the same mutex: a put of a render
+//!   that read an old generation and comes after the bump is dropped; a put that came before
+//!   it is in the list;
 //! - a chunk removes an entry only if it is still one stored before the bump: its recorded
-//!   generation of the purged context is older than the purge's (or absent). The check and the
+//!   generation of the purge's first tag is older than the purge's (or absent). The check and the
 //!   removal happen under the mutex, so no put slips between them. An entry put after the
 //!   bump by a render that started after it is left alone (a purge never drops a fresh
 //!   write); one that was there before is removed unless such a fresh one replaced it;
@@ -27,10 +28,12 @@
 
 use super::CacheError;
 use super::meta::purge_tags;
-use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, moved, now_ms};
+use super::store::{
+    Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, moved, next_generation, now_ms,
+};
 use moka::sync::Cache;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,7 +58,11 @@ struct Index {
     /// Each indexed key's tags and the generations its entry recorded (what a purge checks,
     /// without a read of the entry that moka would record).
     key_tags: HashMap<Arc<str>, Linked, Hasher>,
-    generations: HashMap<String, u64>,
+    /// Each purged tag's generation and when a purge last moved it (unix ms).
+    generations: HashMap<String, (u64, u64), Hasher>,
+    /// (moved at, tag) in the order purges moved them: generations not moved for
+    /// [`GENERATION_TTL_MS`] are forgotten from the front.
+    moves: VecDeque<(u64, String)>,
     /// Tag sets emptied by [`Index::unlink`], to be freed once the mutex is released: freeing
     /// a large table can take the allocator tens of milliseconds (it may return memory to the
     /// system then).
@@ -68,6 +75,32 @@ struct Linked {
 }
 
 impl Index {
+    /// The generation of `tag`: 0 if never moved, or forgotten.
+    fn generation(&self, tag: &str) -> u64 {
+        self.generations.get(tag).map_or(0, |(g, _)| *g)
+    }
+
+    /// Moves the generation of `tag` at `now`; returns the new one.
+    fn bump(&mut self, tag: &str, now: u64) -> u64 {
+        let generation = next_generation(self.generation(tag), now);
+        self.generations.insert(tag.to_string(), (generation, now));
+        self.moves.push_back((now, tag.to_string()));
+        generation
+    }
+
+    /// Forgets the generations no purge moved for [`GENERATION_TTL_MS`].
+    fn forget(&mut self, now: u64) {
+        while let Some((at, _)) = self.moves.front()
+            && at.saturating_add(GENERATION_TTL_MS) <= now
+        {
+            let Some((at, tag)) = self.moves.pop_front() else { break };
+            // Only if no later purge moved it again.
+            if self.generations.get(&tag).is_some_and(|(_, moved_at)| *moved_at == at) {
+                self.generations.remove(&tag);
+            }
+        }
+    }
+
     fn unlink(&mut self, key: &str) {
         if let Some(linked) = self.key_tags.remove(key) {
             for tag in linked.tags {
@@ -189,19 +222,12 @@ impl Inner {
     }
 
     /// Removes (hard) or marks stale (soft) those of `keys` that are still entries stored
-    /// before generation `generation` of `context`, one chunk per acquisition of the mutex.
+    /// before generation `generation` of `tag`, one chunk per acquisition of the mutex.
     /// Returns how many it removed or marked.
     ///
     /// With `pending_tasks`, moka's pending bookkeeping is run after each chunk, on this
     /// thread.
-    fn purge_keys(
-        &self,
-        context: &str,
-        generation: u64,
-        keys: &[Arc<str>],
-        mode: PurgeMode,
-        pending_tasks: bool,
-    ) -> u64 {
+    fn purge_keys(&self, tag: &str, generation: u64, keys: &[Arc<str>], mode: PurgeMode, pending_tasks: bool) -> u64 {
         let now = now_ms();
         let mut count = 0;
         #[cfg(test)]
@@ -221,7 +247,7 @@ impl Inner {
                 // Gone from the index (removed, or evicted and applied), or stored after the
                 // bump by a render that started after it: not this purge's.
                 let Some(linked) = index.key_tags.get(key) else { continue };
-                if linked.generation.get(context).is_some_and(|g| *g >= generation) {
+                if linked.generation.get(tag).is_some_and(|g| *g >= generation) {
                     continue;
                 }
                 match mode {
@@ -274,9 +300,9 @@ impl Store for MemoryStore {
         Some(self.inner.entries.get(key))
     }
 
-    async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
+    async fn generations(&self, tags: &[String]) -> Result<Generations, CacheError> {
         let index = self.inner.index();
-        Ok(contexts.iter().map(|c| (c.clone(), index.generations.get(c).copied().unwrap_or(0))).collect())
+        Ok(tags.iter().map(|t| (t.clone(), index.generation(t))).collect())
     }
 
     async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError> {
@@ -286,8 +312,8 @@ impl Store for MemoryStore {
         let generation = entry.meta.generation.clone();
         let entry = Arc::new(entry);
         let mut index = self.inner.index();
-        if let Some(context) = moved(&entry.meta.generation, |c| index.generations.get(c).copied().unwrap_or(0)) {
-            return Ok(PutOutcome::Dropped { context });
+        if let Some(tag) = moved(&entry.meta.generation, |t| index.generation(t)) {
+            return Ok(PutOutcome::Dropped { tag });
         }
         index.unlink(&key);
         for tag in &tags {
@@ -300,13 +326,15 @@ impl Store for MemoryStore {
     }
 
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError> {
-        // Under the mutex: the generation moves, then the matching keys are listed.
-        let (generation, keys) = {
+        // Under the mutex: the generations of the purge's tags move, then the matching keys
+        // are listed. Entries are told apart by their generation of the first tag.
+        let tags = purge_tags(context, params);
+        let (tag, generation, keys) = {
             let mut index = self.inner.index();
-            let generation = index.generations.entry(context.to_string()).or_insert(0);
-            *generation += 1;
-            let generation = *generation;
-            let tags = purge_tags(context, params);
+            let now = now_ms();
+            index.forget(now);
+            let moved: Vec<u64> = tags.iter().map(|tag| index.bump(tag, now)).collect();
+            let generation = moved[0];
             let mut sets: Vec<&HashSet<Arc<str>, Hasher>> = Vec::with_capacity(tags.len());
             for tag in &tags {
                 match index.tags.get(tag) {
@@ -317,18 +345,18 @@ impl Store for MemoryStore {
             sets.sort_by_key(|s| s.len());
             let (first, rest) = sets.split_first().expect("purge_tags is never empty");
             let keys: Vec<Arc<str>> = first.iter().filter(|k| rest.iter().all(|s| s.contains(*k))).cloned().collect();
-            (generation, keys)
+            (tags[0].clone(), generation, keys)
         };
         // One chunk or no runtime to hand it to: here and now (no await, so it cannot be cut
         // short). More: on the blocking pool, which finishes it even if this future is dropped.
         let runtime = tokio::runtime::Handle::try_current();
         if keys.len() <= CHUNK || runtime.is_err() {
-            return Ok(self.inner.purge_keys(context, generation, &keys, mode, false));
+            return Ok(self.inner.purge_keys(&tag, generation, &keys, mode, false));
         }
-        let (inner, context) = (self.inner.clone(), context.to_string());
+        let inner = self.inner.clone();
         let purge = runtime
             .expect("checked above")
-            .spawn_blocking(move || inner.purge_keys(&context, generation, &keys, mode, true));
+            .spawn_blocking(move || inner.purge_keys(&tag, generation, &keys, mode, true));
         purge.await.map_err(|e| CacheError::Unavailable { store: "memory", message: e.to_string() })
     }
 
@@ -345,15 +373,16 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::{CHUNK, MemoryStore};
-    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use crate::cache::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
     use serde_json::{Map, Value, json};
     use std::time::Duration;
 
-    fn entry(key: &str, id: u64, generation: u64, body: &str) -> Entry {
+    /// A page depending on `hot` with `id`, recording `generation` (what a render read).
+    fn entry(key: &str, id: u64, generation: &Generations, body: &str) -> Entry {
         let meta: Meta = serde_json::from_value(json!({
             "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
             "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
-            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": {"hot": generation}
+            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": generation
         }))
         .unwrap();
         Entry { body: body.to_string().into_bytes().into(), meta }
@@ -361,6 +390,11 @@ mod tests {
 
     fn id(id: u64) -> Map<String, Value> {
         json!({ "id": id }).as_object().unwrap().clone()
+    }
+
+    /// What a render of a page depending on `hot` with `id` reads when it starts.
+    async fn read(store: &MemoryStore, n: u64) -> Generations {
+        store.generations(&dependency_tags([("hot", &id(n))])).await.unwrap()
     }
 
     /// A deadline that fails the test with a message instead of hanging it.
@@ -374,10 +408,12 @@ mod tests {
     async fn a_large_purge_lets_everything_proceed_and_stays_exact(mode: PurgeMode) {
         let store = std::sync::Arc::new(MemoryStore::new(64 << 20));
         let n = 3 * CHUNK + 10;
+        let before = read(&store, 0).await;
         for i in 0..n {
-            assert_eq!(store.put(entry(&format!("m{i}"), 0, 0, "old")).await.unwrap(), PutOutcome::Stored);
+            assert_eq!(store.put(entry(&format!("m{i}"), 0, &before, "old")).await.unwrap(), PutOutcome::Stored);
         }
-        store.put(entry("other", 1, 0, "other")).await.unwrap();
+        let other = read(&store, 1).await;
+        store.put(entry("other", 1, &other, "other")).await.unwrap();
         let paused = store.inner.pause.arm();
         let crate::cache::store::Paused { reached, resume, .. } = paused;
         let purge = tokio::spawn({
@@ -389,8 +425,10 @@ mod tests {
 
         // Meanwhile, with the purge listed and one chunk done:
         assert_eq!(&*within("a hit", store.get("other")).await.unwrap().unwrap().body, b"other");
-        let generations = within("generations", store.generations(&["hot".to_string()])).await.unwrap();
-        assert_eq!(generations["hot"], 1, "the generation moved before anything was removed");
+        let now = within("generations", read(&store, 0)).await;
+        assert!(now["c:hot:id=0"] > before["c:hot:id=0"], "the generation moved before anything was removed");
+        assert_eq!(now["c:hot"], before["c:hot"], "a purge of one id leaves the context's generation");
+        assert_eq!(read(&store, 1).await, other, "and every other id's");
         // A listed key the purge has not reached yet (the list is in no particular order).
         let mut last = None;
         for i in 0..n {
@@ -401,11 +439,13 @@ mod tests {
             }
         }
         let last = last.expect("the purge stopped after its first chunk");
-        let late = within("a put", store.put(entry(&last, 0, 0, "rendered before the purge"))).await.unwrap();
-        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
-        let fresh = within("a put", store.put(entry(&last, 0, 1, "fresh"))).await.unwrap();
+        let late = within("a put", store.put(entry(&last, 0, &before, "rendered before the purge"))).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { tag: "c:hot:id=0".into() });
+        let fresh = within("a put", store.put(entry(&last, 0, &now, "fresh"))).await.unwrap();
         assert_eq!(fresh, PutOutcome::Stored);
-        assert_eq!(store.put(entry("new", 0, 1, "fresh")).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(store.put(entry("new", 0, &now, "fresh")).await.unwrap(), PutOutcome::Stored);
+        // A render of another id that read its generations before the purge is stored.
+        assert_eq!(store.put(entry("other2", 1, &other, "other")).await.unwrap(), PutOutcome::Stored);
         assert!(!purge.is_finished(), "the purge waited for the test all along");
 
         resume.send(()).unwrap();
@@ -426,7 +466,7 @@ mod tests {
         // The index still finds the fresh entries.
         let expected = if mode == PurgeMode::Hard { 2 } else { n + 1 };
         assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap() as usize, expected);
-        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 1);
+        assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
         assert_eq!(store.tag_count(), 0, "nothing left in the index");
     }
 
@@ -444,8 +484,9 @@ mod tests {
     async fn a_purge_whose_caller_stops_waiting_still_finishes() {
         let store = std::sync::Arc::new(MemoryStore::new(64 << 20));
         let n = 2 * CHUNK + 1;
+        let before = read(&store, 0).await;
         for i in 0..n {
-            store.put(entry(&format!("m{i}"), 0, 0, "old")).await.unwrap();
+            store.put(entry(&format!("m{i}"), 0, &before, "old")).await.unwrap();
         }
         let paused = store.inner.pause.arm();
         let crate::cache::store::Paused { reached, resume, done } = paused;
@@ -464,5 +505,27 @@ mod tests {
             left += usize::from(store.get(&format!("m{i}")).await.unwrap().is_some());
         }
         assert_eq!(left, 0, "a purge cut short by its caller left entries behind");
+    }
+
+    /// A generation no purge moved for [`GENERATION_TTL_MS`] is forgotten (the table does not
+    /// grow with every product ever purged), and the next purge of its tag still moves it past
+    /// anything an entry recorded, so an entry stored before the forgetting is purged.
+    #[tokio::test]
+    async fn forgotten_generations_come_back_newer() {
+        let store = MemoryStore::new(1 << 20);
+        store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap();
+        let recorded = read(&store, 0).await;
+        assert!(recorded["c:hot:id=0"] >= now_ms() - 60_000, "seeded by the clock: {recorded:?}");
+        store.put(entry("k", 0, &recorded, "body")).await.unwrap();
+        // An hour later (the index is told the time: no test waits an hour).
+        let later = now_ms() + super::GENERATION_TTL_MS + 1;
+        store.inner.index().forget(later);
+        assert_eq!(read(&store, 0).await["c:hot:id=0"], 0, "forgotten");
+        assert!(store.inner.index().moves.is_empty());
+        // The next purge, an hour later, starts again from the clock: past what `k` recorded.
+        assert_eq!(store.inner.index().bump("c:hot:id=0", later), later);
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap(), 1, "an older entry is still taken");
+        assert!(store.get("k").await.unwrap().is_none());
+        assert!(read(&store, 0).await["c:hot:id=0"] > later);
     }
 }

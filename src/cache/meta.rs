@@ -62,7 +62,7 @@ pub struct Meta {
     pub deps: Vec<Dependency>,
     /// The entity tag served with it.
     pub etag: Option<String>,
-    /// The purge generation of each dependency's context when the render started.
+    /// The purge generation of each of its tags ([`Meta::tags`]) when the render started.
     pub generation: BTreeMap<String, u64>,
     /// Pages only: framework, bundle hash and render time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,17 +131,24 @@ impl Meta {
     /// The purge tags of the entry: `c:<context>` and `c:<context>:<name>=<JCS(value)>` for
     /// each dependency, without duplicates.
     pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = Vec::new();
-        for dep in &self.deps {
-            tags.push(context_tag(&dep.context));
-            for (name, value) in &dep.params {
-                tags.push(param_tag(&dep.context, name, value));
-            }
-        }
-        tags.sort();
-        tags.dedup();
-        tags
+        dependency_tags(self.deps.iter().map(|d| (d.context.as_str(), &d.params)))
     }
+}
+
+/// The purge tags of dependencies given as (context, params): `c:<context>` and
+/// `c:<context>:<name>=<JCS(value)>` for each, sorted, without duplicates. What a render reads
+/// the generations of before it starts.
+pub fn dependency_tags<'a>(deps: impl IntoIterator<Item = (&'a str, &'a Map<String, Value>)>) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for (context, params) in deps {
+        tags.push(context_tag(context));
+        for (name, value) in params {
+            tags.push(param_tag(context, name, value));
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// The tag every entry depending on `context` carries.
@@ -172,7 +179,7 @@ mod tests {
             "v": 1, "kind": "page", "key": "mz1:p:00", "status": 200, "headers": [["content-type", "text/html"]],
             "created_at": 1_000_000, "ttl_s": 60, "swr_s": 30, "sie_s": 100,
             "deps": [{"context": "product_detail", "params": {"id": 42}}, {"context": "product_list", "params": {}}],
-            "etag": "\"abc\"", "generation": {"product_detail": 3, "product_list": 0},
+            "etag": "\"abc\"", "generation": {"c:product_detail": 3, "c:product_detail:id=42": 5, "c:product_list": 0},
             "future_field": {"kept": true}
         }))
         .unwrap()

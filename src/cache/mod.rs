@@ -13,8 +13,8 @@ pub mod sqlite;
 mod store;
 
 pub use key::Keys;
-pub use meta::{Dependency, Freshness, Kind, Meta};
-pub use store::{Entry, Generations, PurgeMode, PutOutcome, Store, now_ms};
+pub use meta::{Dependency, Freshness, Kind, Meta, dependency_tags};
+pub use store::{Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, next_generation, now_ms};
 
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,13 +8,18 @@
 //! - `mz1:<site>:k:<k>`: the entry's tag list (JSON `[[tag key, member], …]`), same expiry as
 //!   the entry; read only when the key is put again or removed, to drop its memberships.
 //! - `mz1:<site>:t:<tag>`: a sorted set of the entries carrying a tag. Each member is
-//!   `mz1:<site>:<k>|<generation>`, the entry's Redis key and the generation of the tag's
-//!   context its put checked (empty if the entry recorded none), scored by the entry's expiry
-//!   (unix ms, Redis clock). `mz1:<site>:gen`: the generations hash.
+//!   `mz1:<site>:<k>|<generation>`, the entry's Redis key and the generation of that tag its
+//!   put checked (empty if the entry recorded none), scored by the entry's expiry (unix ms,
+//!   Redis clock).
+//! - `mz1:<site>:g:<tag>`: the tag's generation, a string that expires
+//!   [`GENERATION_TTL_MS`] after the last purge that moved it. A purge moves it to
+//!   `max(current + 1, now)` by Redis's clock, so a forgotten one comes back newer than any a
+//!   member recorded (members of the earlier layout, which recorded per-context counters,
+//!   included). The earlier layout's `mz1:<site>:gen` hash is no longer read.
 //!
 //! The site is checked at construction (`[A-Za-z0-9_.-]+`): it holds no `:`, so the prefixes
 //! of two sites never overlap. The node's keys start `mz1:p:` or `mz1:d:`, so `<k>` starts
-//! `p:` or `d:` and never meets the store's own `s:`, `k:`, `t:` and `gen`.
+//! `p:` or `d:` and never meets the store's own `s:`, `k:`, `t:` and `g:`.
 //!
 //! Put, purge and remove are Lua scripts, atomic on the server, so several nodes (and several
 //! sites) can share one Redis (standalone or one shard: the scripts touch keys they compute,
@@ -25,8 +30,9 @@
 //!   however long a hot tag lives;
 //! - a purge runs as several script calls, each reading about [`BATCH`] members of the
 //!   smallest of its tag sets, in the set's order (expiry, then member) from where the last
-//!   call stopped. The first call moves the generation before it removes anything. A member
-//!   whose generation is older than the purge's was stored before it and is removed (or
+//!   call stopped. The first call moves the generations of all the purge's tags before it
+//!   removes anything. A member whose generation (of the walked tag) is older than the
+//!   purge's was stored before it and is removed (or
 //!   marked); a newer one was stored after it by a render that started after it and is left
 //!   alone. Every member that is in the set from the first call to the last lies in exactly
 //!   one call's range, and an old member leaves its set only with its entry (deleted, expired,
@@ -38,7 +44,7 @@
 //! connection manager reconnects on its own when Redis is back.
 
 use super::meta::purge_tags;
-use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, check_site, now_ms};
+use super::store::{Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, check_site, now_ms};
 use super::{CacheError, Meta};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -50,14 +56,15 @@ use std::time::Duration;
 struct Names {
     /// `mz1:<site>:`.
     prefix: String,
-    /// `mz1:<site>:gen`.
-    generations: String,
 }
 
 impl Names {
     fn new(site: &str) -> Self {
-        let prefix = format!("mz1:{site}:");
-        Self { generations: format!("{prefix}gen"), prefix }
+        Self { prefix: format!("mz1:{site}:") }
+    }
+
+    fn generation(&self, tag: &str) -> String {
+        format!("{}g:{tag}", self.prefix)
     }
 
     /// An entry's key without the protocol's `mz1:` (which the prefix already carries).
@@ -147,41 +154,42 @@ end
     };
 }
 
-/// KEYS: entry, generations, stale mark, tag list. ARGV: packed entry, ttl ms, tag list JSON,
-/// stale_at ("" for none), number of generations n, n (context, generation) pairs, then
-/// (tag key, member) pairs. Returns "" when stored, else the context whose generation moved.
+/// KEYS: entry, stale mark, tag list, then the n generation keys of the tags the entry
+/// recorded. ARGV: packed entry, ttl ms, tag list JSON, stale_at ("" for none), n, the n
+/// recorded generations, then (tag key, member) pairs. Returns 0 when stored, else the
+/// (1-based) position of the first generation that moved.
 const PUT: &str = concat!(
     prelude!(),
     r#"
 local n = tonumber(ARGV[5])
-for i = 0, n - 1 do
-  local context = ARGV[6 + 2 * i]
-  local current = redis.call('HGET', KEYS[2], context) or '0'
-  if current ~= ARGV[7 + 2 * i] then return context end
+for i = 1, n do
+  local current = redis.call('GET', KEYS[3 + i]) or '0'
+  if current ~= ARGV[5 + i] then return i end
 end
 local at = now()
-unlink(KEYS[4], KEYS[1], at)
+unlink(KEYS[3], KEYS[1], at)
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('SET', KEYS[4], ARGV[3], 'PX', ttl)
-if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl) else redis.call('DEL', KEYS[3]) end
-for i = 6 + 2 * n, #ARGV, 2 do
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ttl)
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ttl) else redis.call('DEL', KEYS[2]) end
+for i = 6 + n, #ARGV, 2 do
   local tag = ARGV[i]
   zcall('ZADD', tag, at, at + ttl, ARGV[i + 1])
   local dead = redis.call('ZRANGEBYSCORE', tag, '-inf', at - 1000, 'LIMIT', 0, 64)
   if #dead > 0 then redis.call('ZREM', tag, unpack(dead)) end
   if redis.call('PTTL', tag) < ttl then redis.call('PEXPIRE', tag, ttl) end
 end
-return ''
+return 0
 "#
 );
 
-/// One batch of a purge. KEYS: generations. ARGV: context, mode, now ms (a soft purge's
-/// `stale_at`), the site prefix `mz1:<site>:`, the purge's generation ("" on the first call,
-/// which moves it), the cursor (the last score the previous call reached; "" on the first
-/// call), the batch size, the index of the walked tag set ("" on the first call, which picks
-/// the smallest), then the tag keys to intersect. Returns {generation, next cursor ("" when
-/// the walk is done), entries removed or marked, walked tag index}.
+/// One batch of a purge. KEYS: the generation keys of the purge's tags, in the order of the
+/// tag keys in ARGV. ARGV: generation lifetime ms, mode, now ms (a soft purge's `stale_at`),
+/// the site prefix `mz1:<site>:`, the purge's generation of the walked tag ("" on the first
+/// call, which moves every tag's), the cursor (the last score the previous call reached; ""
+/// on the first call), the batch size, the index of the walked tag set ("" on the first call,
+/// which picks the smallest), then the tag keys to intersect. Returns {generation, next
+/// cursor ("" when the walk is done), entries removed or marked, walked tag index}.
 ///
 /// A call reads the next `batch` members of the walked set in its order (score, then member)
 /// after the cursor, plus the rest of the members sharing the last one's score, so that the
@@ -195,13 +203,17 @@ local tags = {}
 for i = 9, #ARGV do tags[#tags + 1] = ARGV[i] end
 local generation, walked
 if ARGV[5] == '' then
-  generation = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-  local at, least = now(), nil
+  local at, least, moved = now(), nil, {}
+  for i, key in ipairs(KEYS) do
+    moved[i] = math.max((tonumber(redis.call('GET', key)) or 0) + 1, at)
+    redis.call('SET', key, string.format('%.0f', moved[i]), 'PX', ARGV[1])
+  end
   for i, tag in ipairs(tags) do
     zset(tag, at)
     local size = redis.call('ZCARD', tag)
     if least == nil or size < least then least, walked = size, i end
   end
+  generation = moved[walked]
 else
   generation, walked = tonumber(ARGV[5]), tonumber(ARGV[8])
 end
@@ -287,13 +299,6 @@ pub struct RedisStore {
     pause: Arc<super::store::PauseHook>,
 }
 
-/// The context a tag belongs to: `c:<context>` or `c:<context>:<name>=<value>` (a context
-/// is an identifier: it holds no `:`).
-fn tag_context(tag: &str) -> &str {
-    let rest = tag.strip_prefix("c:").unwrap_or(tag);
-    rest.split_once(':').map_or(rest, |(context, _)| context)
-}
-
 /// One batch's answer: the purge's generation, the next cursor, how many entries it took,
 /// and which tag set it walks.
 type Batch = (u64, String, u64, u64);
@@ -302,8 +307,9 @@ type Batch = (u64, String, u64, u64);
 struct Walk {
     conn: ConnectionManager,
     script: Script,
-    generations: String,
-    /// Context, mode, now, prefix.
+    /// The generation keys of the purge's tags.
+    generations: Vec<String>,
+    /// Generation lifetime, mode, now, prefix.
     args: Vec<String>,
     tags: Vec<String>,
     batch: usize,
@@ -398,23 +404,20 @@ impl Store for RedisStore {
         }
     }
 
-    async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
-        if contexts.is_empty() {
+    async fn generations(&self, tags: &[String]) -> Result<Generations, CacheError> {
+        if tags.is_empty() {
             return Ok(Generations::new());
         }
         let mut conn = self.conn.clone();
-        // HMGET even for one field: HGET's nil would read as an empty list, and a render would
+        // MGET even for one key: GET's nil would read as an empty list, and a render would
         // record no generation at all.
-        let values: Vec<Option<u64>> = redis::cmd("HMGET")
-            .arg(&self.names.generations)
-            .arg(contexts)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if values.len() != contexts.len() {
-            return Err(unavailable(format!("HMGET answered {} values for {} fields", values.len(), contexts.len())));
+        let keys: Vec<String> = tags.iter().map(|t| self.names.generation(t)).collect();
+        let values: Vec<Option<u64>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.map_err(unavailable)?;
+        if values.len() != tags.len() {
+            return Err(unavailable(format!("MGET answered {} values for {} keys", values.len(), tags.len())));
         }
-        Ok(contexts.iter().cloned().zip(values.into_iter().map(|v| v.unwrap_or(0))).collect())
+        Ok(tags.iter().cloned().zip(values.into_iter().map(|v| v.unwrap_or(0))).collect())
     }
 
     async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError> {
@@ -424,13 +427,13 @@ impl Store for RedisStore {
         }
         let key = entry.meta.key.as_str();
         let entry_key = self.names.entry(key);
-        // Each tag set gets `<entry key>|<generation of the tag's context>`.
+        // Each tag set gets `<entry key>|<generation of the tag>`.
         let tags: Vec<(String, String)> = entry
             .meta
             .tags()
             .iter()
             .map(|tag| {
-                let generation = entry.meta.generation.get(tag_context(tag));
+                let generation = entry.meta.generation.get(tag);
                 let member = format!("{entry_key}|{}", generation.map_or(String::new(), |g| g.to_string()));
                 (self.names.tag(tag), member)
             })
@@ -439,7 +442,6 @@ impl Store for RedisStore {
         let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
         let mut invocation = self.put.key(&entry_key);
         invocation
-            .key(&self.names.generations)
             .key(self.names.stale(key))
             .key(self.names.tag_list(key))
             .arg(pack(&meta, &entry.body))
@@ -447,29 +449,33 @@ impl Store for RedisStore {
             .arg(tags_json)
             .arg(entry.meta.stale_at.map_or(String::new(), |s| s.to_string()))
             .arg(entry.meta.generation.len());
-        for (context, generation) in &entry.meta.generation {
-            invocation.arg(context).arg(generation.to_string());
+        for (tag, generation) in &entry.meta.generation {
+            invocation.key(self.names.generation(tag)).arg(generation.to_string());
         }
         for (tag, member) in &tags {
             invocation.arg(tag).arg(member);
         }
         let mut conn = self.conn.clone();
-        let moved: String = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(if moved.is_empty() { PutOutcome::Stored } else { PutOutcome::Dropped { context: moved } })
+        let moved: usize = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(match moved {
+            0 => PutOutcome::Stored,
+            i => PutOutcome::Dropped { tag: entry.meta.generation.keys().nth(i - 1).cloned().unwrap_or_default() },
+        })
     }
 
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError> {
+        let tags = purge_tags(context, params);
         let mut walk = Walk {
             conn: self.conn.clone(),
             script: self.purge.clone(),
-            generations: self.names.generations.clone(),
+            generations: tags.iter().map(|t| self.names.generation(t)).collect(),
             args: vec![
-                context.to_string(),
+                GENERATION_TTL_MS.to_string(),
                 if mode == PurgeMode::Hard { "hard" } else { "soft" }.to_string(),
                 now_ms().to_string(),
                 self.names.prefix.clone(),
             ],
-            tags: purge_tags(context, params).iter().map(|t| self.names.tag(t)).collect(),
+            tags: tags.iter().map(|t| self.names.tag(t)).collect(),
             batch: self.batch,
         };
         #[cfg(test)]
@@ -500,9 +506,9 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{BATCH, Names, RedisStore, pack, tag_context, unpack};
+    use super::{BATCH, Names, RedisStore, pack, unpack};
     use crate::cache::store::Paused;
-    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use crate::cache::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
     use crate::testing::RedisServer;
     use redis::aio::MultiplexedConnection;
     use serde_json::{Map, Value, json};
@@ -517,14 +523,7 @@ mod tests {
         assert_eq!(names.stale("mz1:p:ab12"), "mz1:shop:s:p:ab12");
         assert_eq!(names.tag_list("mz1:p:ab12"), "mz1:shop:k:p:ab12");
         assert_eq!(names.tag("c:product_detail:id=1"), "mz1:shop:t:c:product_detail:id=1");
-        assert_eq!(names.generations, "mz1:shop:gen");
-    }
-
-    #[test]
-    fn a_tag_belongs_to_its_context() {
-        assert_eq!(tag_context("c:product_detail"), "product_detail");
-        assert_eq!(tag_context("c:product_detail:id=1"), "product_detail");
-        assert_eq!(tag_context("c:search:q=\"a:b\""), "search");
+        assert_eq!(names.generation("c:product_detail:id=1"), "mz1:shop:g:c:product_detail:id=1");
     }
 
     #[test]
@@ -539,22 +538,25 @@ mod tests {
     }
 
     /// A page under `key` depending on `deps` ([context, params] pairs), recording
-    /// `generation` for each of their contexts, with a lifetime of 60 + 30 + 100 s.
-    fn entry(key: &str, deps: &[(&str, Value)], generation: u64, body: &str) -> Entry {
+    /// `generation` (what its render read), with a lifetime of 60 + 30 + 100 s.
+    fn entry(key: &str, deps: &[(&str, Value)], generation: &Generations, body: &str) -> Entry {
         let deps: Vec<Value> = deps.iter().map(|(c, p)| json!({"context": c, "params": p})).collect();
-        let generations: Map<String, Value> =
-            deps.iter().map(|d| (d["context"].as_str().unwrap().to_string(), json!(generation))).collect();
         let meta: Meta = serde_json::from_value(json!({
             "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
             "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
-            "deps": deps, "etag": null, "generation": generations
+            "deps": deps, "etag": null, "generation": generation
         }))
         .unwrap();
         Entry { body: body.to_string().into_bytes().into(), meta }
     }
 
-    fn hot(key: &str, id: u64, generation: u64, body: &str) -> Entry {
+    fn hot(key: &str, id: u64, generation: &Generations, body: &str) -> Entry {
         entry(key, &[("hot", json!({ "id": id }))], generation, body)
+    }
+
+    /// What a render of a page depending on `hot` with `id` reads when it starts.
+    async fn read(store: &RedisStore, id: u64) -> Generations {
+        store.generations(&dependency_tags([("hot", &params(json!({ "id": id })))])).await.unwrap()
     }
 
     fn params(v: Value) -> Map<String, Value> {
@@ -589,10 +591,12 @@ mod tests {
         let n = 2 * BATCH + 300;
         for i in 0..n {
             let deps = [("hot", json!({"id": 0})), ("search", json!({"q": "a", "page": i % 2}))];
-            assert_eq!(store.put(entry(&format!("mz1:p:{i}"), &deps, 0, "old")).await.unwrap(), PutOutcome::Stored);
+            let none = Generations::new();
+            assert_eq!(store.put(entry(&format!("mz1:p:{i}"), &deps, &none, "old")).await.unwrap(), PutOutcome::Stored);
         }
+        let other = read(&store, 1).await;
         for i in 0..10 {
-            store.put(hot(&format!("mz1:p:other{i}"), 1, 0, "other")).await.unwrap();
+            store.put(hot(&format!("mz1:p:other{i}"), 1, &other, "other")).await.unwrap();
         }
         assert_eq!(card(&mut raw, "mz1:shop:t:c:hot:id=0").await, n as u64);
 
@@ -630,8 +634,9 @@ mod tests {
     async fn members_sharing_an_expiry_across_batches_are_all_purged() {
         let (_server, store, mut raw) = start().await;
         let n = 2 * BATCH + 50;
+        let g = read(&store, 0).await;
         for i in 0..n {
-            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+            store.put(hot(&format!("mz1:p:{i}"), 0, &g, "old")).await.unwrap();
         }
         // Groups of 7 members with one score: the 500th member falls inside a group.
         let base = now_ms() + 600_000;
@@ -658,8 +663,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_members_are_pruned_from_tag_sets() {
         let (_server, store, mut raw) = start().await;
+        let g = read(&store, 0).await;
         let short = |key: &str| {
-            let mut e = hot(key, 0, 0, "short");
+            let mut e = hot(key, 0, &g, "short");
             (e.meta.ttl_s, e.meta.swr_s, e.meta.sie_s) = (1, 0, 0);
             e.meta.created_at = now_ms() - 900; // expires in about 100 ms
             e
@@ -667,7 +673,7 @@ mod tests {
         for i in 0..100 {
             store.put(short(&format!("mz1:p:short{i}"))).await.unwrap();
         }
-        store.put(hot("mz1:p:live", 0, 0, "live")).await.unwrap();
+        store.put(hot("mz1:p:live", 0, &g, "live")).await.unwrap();
         let tag = "mz1:shop:t:c:hot:id=0";
         assert_eq!(card(&mut raw, tag).await, 101);
         let latest: f64 =
@@ -677,9 +683,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis((latest as u64 + 1001).saturating_sub(redis_now))).await;
 
         assert!(store.get("mz1:p:short0").await.unwrap().is_none(), "the short entries expired");
-        store.put(hot("mz1:p:live2", 0, 0, "live")).await.unwrap();
+        store.put(hot("mz1:p:live2", 0, &g, "live")).await.unwrap();
         assert_eq!(card(&mut raw, tag).await, 102 - super::PRUNE as u64, "one put prunes up to PRUNE members");
-        store.put(hot("mz1:p:live3", 0, 0, "live")).await.unwrap();
+        store.put(hot("mz1:p:live3", 0, &g, "live")).await.unwrap();
         assert_eq!(card(&mut raw, tag).await, 3, "only the live entries are left");
         let left: Vec<String> = redis::cmd("ZRANGE").arg(tag).arg(0).arg(-1).query_async(&mut raw).await.unwrap();
         assert!(left.iter().all(|m| m.starts_with("mz1:shop:p:live")), "{left:?}");
@@ -696,8 +702,9 @@ mod tests {
     async fn a_put_racing_a_multi_batch_purge_leaves_nothing_stale() {
         let (_server, store, _raw) = start().await;
         let n = 3 * BATCH;
+        let before = read(&store, 0).await;
         for i in 0..n {
-            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+            store.put(hot(&format!("mz1:p:{i}"), 0, &before, "old")).await.unwrap();
         }
         let Paused { reached, resume, .. } = store.pause.arm();
         let purge = tokio::spawn({
@@ -705,7 +712,9 @@ mod tests {
             async move { store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap() }
         });
         within("the first batch", reached).await.unwrap();
-        assert_eq!(store.generations(&["hot".to_string()]).await.unwrap()["hot"], 1, "moved before any removal");
+        let now = read(&store, 0).await;
+        assert!(now["c:hot:id=0"] > before["c:hot:id=0"], "moved before any removal");
+        assert_eq!(now["c:hot"], before["c:hot"], "a purge of one id leaves the context's generation");
         let (mut pending, mut taken) = (None, None);
         for i in 0..n {
             let key = format!("mz1:p:{i}");
@@ -716,10 +725,10 @@ mod tests {
             }
         }
         let (pending, taken) = (pending.expect("a key the walk has not reached"), taken.expect("a key it took"));
-        let late = store.put(hot(&pending, 0, 0, "rendered before the purge")).await.unwrap();
-        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
+        let late = store.put(hot(&pending, 0, &before, "rendered before the purge")).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { tag: "c:hot:id=0".into() });
         for key in [pending.as_str(), taken.as_str(), "mz1:p:new"] {
-            assert_eq!(store.put(hot(key, 0, 1, "fresh")).await.unwrap(), PutOutcome::Stored, "{key}");
+            assert_eq!(store.put(hot(key, 0, &now, "fresh")).await.unwrap(), PutOutcome::Stored, "{key}");
         }
         assert!(!purge.is_finished(), "the purge waited for the test all along");
         resume.send(()).unwrap();
@@ -750,10 +759,10 @@ mod tests {
                 let mut stored = Vec::new();
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let g = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
+                    let g = read(&store, 0).await;
                     let key = format!("mz1:p:w{i}");
-                    if store.put(hot(&key, 0, g, "w")).await.unwrap() == PutOutcome::Stored {
-                        stored.push((key, g));
+                    if store.put(hot(&key, 0, &g, "w")).await.unwrap() == PutOutcome::Stored {
+                        stored.push((key, g["c:hot:id=0"]));
                     }
                     i += 1;
                 }
@@ -763,21 +772,24 @@ mod tests {
         // Each purge walks more than one batch: the entries seeded before it, and the renders'.
         let mut stored = Vec::new();
         let rounds = 4;
+        let mut seen = std::collections::BTreeSet::new();
         for round in 0..rounds {
-            let g = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
+            let g = read(&store, 0).await;
             for i in 0..2 * BATCH {
                 let key = format!("mz1:p:seed{round}-{i}");
-                assert_eq!(store.put(hot(&key, 0, g, "seed")).await.unwrap(), PutOutcome::Stored);
-                stored.push((key, g));
+                assert_eq!(store.put(hot(&key, 0, &g, "seed")).await.unwrap(), PutOutcome::Stored);
+                stored.push((key, g["c:hot:id=0"]));
             }
+            seen.insert(g["c:hot:id=0"]);
             store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let written = writer.await.unwrap();
         assert!(written.iter().any(|(_, g)| *g > 0), "renders ran between the purges");
         stored.extend(written);
-        let last = store.generations(&["hot".to_string()]).await.unwrap()["hot"];
-        assert_eq!(last, rounds);
+        let last = read(&store, 0).await["c:hot:id=0"];
+        assert_eq!(seen.len(), rounds, "each round began at a generation of its own");
+        assert!(seen.iter().all(|g| *g < last), "the last purge moved past all of them");
         let mut kept = 0;
         for (key, g) in &stored {
             let present = store.get(key).await.unwrap().is_some();
@@ -793,8 +805,9 @@ mod tests {
     async fn a_purge_whose_caller_stops_waiting_still_finishes() {
         let (_server, store, _raw) = start().await;
         let n = 2 * BATCH + 1;
+        let g = read(&store, 0).await;
         for i in 0..n {
-            store.put(hot(&format!("mz1:p:{i}"), 0, 0, "old")).await.unwrap();
+            store.put(hot(&format!("mz1:p:{i}"), 0, &g, "old")).await.unwrap();
         }
         let Paused { reached, resume, done } = store.pause.arm();
         let purge = tokio::spawn({
@@ -826,20 +839,44 @@ mod tests {
             pipe.set(format!("mz1:shop:k:{}", &key[4..]), serde_json::to_string(&tags).unwrap()).ignore();
             pipe
         };
-        store.put(hot("mz1:p:old", 0, 0, "old")).await.unwrap();
+        store.put(hot("mz1:p:old", 0, &read(&store, 0).await, "old")).await.unwrap();
         let _: () = legacy("mz1:p:old").query_async(&mut raw).await.unwrap();
         assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap(), 1);
         assert!(store.get("mz1:p:old").await.unwrap().is_none());
 
-        store.put(hot("mz1:p:old", 0, 1, "old")).await.unwrap();
+        let g = read(&store, 0).await;
+        store.put(hot("mz1:p:old", 0, &g, "old")).await.unwrap();
         let _: () = legacy("mz1:p:old").query_async(&mut raw).await.unwrap();
         // A put on the same tags converts them; a put again of the legacy key drops its member.
-        store.put(hot("mz1:p:new", 0, 1, "new")).await.unwrap();
+        store.put(hot("mz1:p:new", 0, &g, "new")).await.unwrap();
         let kind: String = redis::cmd("TYPE").arg("mz1:shop:t:c:hot:id=0").query_async(&mut raw).await.unwrap();
         assert_eq!(kind, "zset");
-        store.put(hot("mz1:p:old", 0, 1, "again")).await.unwrap();
+        store.put(hot("mz1:p:old", 0, &g, "again")).await.unwrap();
         assert_eq!(card(&mut raw, "mz1:shop:t:c:hot:id=0").await, 2, "no stale membership left");
         assert_eq!(store.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
         assert!(store.get("mz1:p:new").await.unwrap().is_none());
+    }
+
+    /// A tag's generation lives in a key that expires [`GENERATION_TTL_MS`] after the last
+    /// purge that moved it, seeded by Redis's clock, so a purge moves past anything a member
+    /// recorded: members of the earlier layout recorded small per-context counters, and are
+    /// taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn generations_expire_and_members_of_the_earlier_layout_are_taken() {
+        let (_server, store, mut raw) = start().await;
+        store.put(hot("mz1:p:legacy", 0, &Generations::new(), "old")).await.unwrap();
+        let tag = "mz1:shop:t:c:hot:id=0";
+        let score: f64 = redis::cmd("ZSCORE").arg(tag).arg("mz1:shop:p:legacy|").query_async(&mut raw).await.unwrap();
+        let mut pipe = redis::pipe();
+        pipe.zrem(tag, "mz1:shop:p:legacy|").ignore().zadd(tag, "mz1:shop:p:legacy|41", score).ignore();
+        let _: () = pipe.query_async(&mut raw).await.unwrap();
+
+        assert_eq!(store.purge("hot", &params(json!({"id": 0})), PurgeMode::Hard).await.unwrap(), 1);
+        assert!(store.get("mz1:p:legacy").await.unwrap().is_none());
+        let generation = read(&store, 0).await["c:hot:id=0"];
+        assert!(generation >= now_ms() - 60_000, "seeded by the clock: {generation}");
+        let pttl: i64 = redis::cmd("PTTL").arg("mz1:shop:g:c:hot:id=0").query_async(&mut raw).await.unwrap();
+        assert!((1..=super::GENERATION_TTL_MS as i64).contains(&pttl) && pttl > 3_000_000, "expires: {pttl}");
+        assert!(!exists(&mut raw, "mz1:shop:g:c:hot").await, "a purge of one id moves only that tag");
     }
 }

@@ -14,19 +14,33 @@
 //! every primary key, and every statement is confined to `site = <this site>`: several sites
 //! can share one file and never read, purge, bump or sweep each other's rows.
 //!
+//! Generations are per tag (`tag_generations`, with the unix ms a purge last moved each); a
+//! read ignores one not moved for [`GENERATION_TTL_MS`], and purges delete such rows a few
+//! at a time.
+//!
 //! A damaged entry (metadata that does not parse) is removed and reported as a miss; a file
-//! that is not a database, or not this schema, is refused at open with its path.
+//! that is not a database, or not this schema, is refused at open with its path. A file of
+//! schema 2 is brought to 3 in place (its per-context generations are replaced by the empty
+//! per-tag table; its entries stay); nodes of the earlier version must not share it any more.
 
 use super::meta::purge_tags;
-use super::store::{Entry, Generations, PurgeMode, PutOutcome, Store, check_site, moved, now_ms};
+use super::store::{
+    Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, check_site, moved, next_generation, now_ms,
+};
 use super::{CacheError, Meta};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// 2: the `site` column (1 had none: sites sharing a file purged each other).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: generations per tag (2 had them per context: any purge of a context dropped every
+/// write of it in flight). 2: the `site` column (1 had none: sites sharing a file purged each
+/// other).
+const SCHEMA_VERSION: i64 = 3;
+
+/// What brings a schema 2 file to 3: the per-context generations go (the per-tag table is
+/// created by [`SCHEMA`]).
+const FROM_2: &str = "DROP TABLE IF EXISTS generations;";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -46,15 +60,23 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (site, tag, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_key ON tags(site, key);
-CREATE TABLE IF NOT EXISTS generations (
+CREATE TABLE IF NOT EXISTS tag_generations (
     site TEXT NOT NULL,
-    context TEXT NOT NULL,
+    tag TEXT NOT NULL,
     generation INTEGER NOT NULL,
-    PRIMARY KEY (site, context)
-);
+    moved_at INTEGER NOT NULL,
+    PRIMARY KEY (site, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tag_generations_moved_at ON tag_generations(site, moved_at);
 ";
 
-const GENERATION: &str = "SELECT generation FROM generations WHERE site = ?1 AND context = ?2";
+/// `?3`: the oldest `moved_at` still remembered (now minus [`GENERATION_TTL_MS`]).
+const GENERATION: &str = "SELECT generation FROM tag_generations WHERE site = ?1 AND tag = ?2 AND moved_at > ?3";
+
+/// Unix ms before which a generation is forgotten.
+fn forgotten_before() -> i64 {
+    now_ms().saturating_sub(GENERATION_TTL_MS) as i64
+}
 
 /// Reader connections kept open between reads; more are opened when more reads run at once.
 const IDLE_READERS: usize = 4;
@@ -144,7 +166,13 @@ impl SqliteStore {
         }
         db.execute_batch("PRAGMA synchronous=NORMAL;").map_err(|e| opening(path, e))?;
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| opening(path, e))?;
-        if version != 0 && version != SCHEMA_VERSION {
+        if version == 2 {
+            db.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {FROM_2} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| opening(path, e))?;
+            tracing::info!(store = "sqlite", file = %path.display(), "cache file brought from schema 2 to 3");
+        } else if version != 0 && version != SCHEMA_VERSION {
             return Err(corrupt(
                 path,
                 format!(
@@ -224,6 +252,18 @@ fn sql(e: rusqlite::Error) -> CacheError {
     unavailable(e)
 }
 
+/// The remembered generations of `tags` (0 for one never moved or forgotten).
+fn current<'a>(db: &Connection, site: &str, tags: impl Iterator<Item = &'a String>) -> Result<Generations, CacheError> {
+    let mut stmt = db.prepare_cached(GENERATION).map_err(sql)?;
+    let oldest = forgotten_before();
+    let mut out = Generations::new();
+    for tag in tags {
+        let g: Option<i64> = stmt.query_row(params![site, tag, oldest], |r| r.get(0)).optional().map_err(sql)?;
+        out.insert(tag.clone(), g.unwrap_or(0) as u64);
+    }
+    Ok(out)
+}
+
 fn unlink(tx: &rusqlite::Transaction<'_>, site: &str, key: &str) -> Result<(), CacheError> {
     tx.execute("DELETE FROM entries WHERE site = ?1 AND key = ?2", [site, key]).map_err(sql)?;
     tx.execute("DELETE FROM tags WHERE site = ?1 AND key = ?2", [site, key]).map_err(sql)?;
@@ -288,20 +328,10 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError> {
-        let contexts = contexts.to_vec();
+    async fn generations(&self, tags: &[String]) -> Result<Generations, CacheError> {
+        let tags = tags.to_vec();
         let site = self.site.clone();
-        self.read(move |db| {
-            let mut out = Generations::new();
-            let mut stmt = db.prepare_cached(GENERATION).map_err(sql)?;
-            for context in contexts {
-                let g: Option<i64> =
-                    stmt.query_row([&*site, context.as_str()], |r| r.get(0)).optional().map_err(sql)?;
-                out.insert(context, g.unwrap_or(0) as u64);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |db| current(db, &site, tags.iter())).await
     }
 
     async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError> {
@@ -309,17 +339,9 @@ impl Store for SqliteStore {
         self.run(move |db| {
             let site = &*site;
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-            let mut current = Generations::new();
-            {
-                let mut stmt = tx.prepare_cached(GENERATION).map_err(sql)?;
-                for context in entry.meta.generation.keys() {
-                    let g: Option<i64> =
-                        stmt.query_row([site, context.as_str()], |r| r.get(0)).optional().map_err(sql)?;
-                    current.insert(context.clone(), g.unwrap_or(0) as u64);
-                }
-            }
-            if let Some(context) = moved(&entry.meta.generation, |c| current.get(c).copied().unwrap_or(0)) {
-                return Ok(PutOutcome::Dropped { context });
+            let current = current(&tx, site, entry.meta.generation.keys())?;
+            if let Some(tag) = moved(&entry.meta.generation, |t| current.get(t).copied().unwrap_or(0)) {
+                return Ok(PutOutcome::Dropped { tag });
             }
             let key = entry.meta.key.as_str();
             unlink(&tx, site, key)?;
@@ -373,10 +395,25 @@ impl Store for SqliteStore {
         self.run(move |db| {
             let site = &*site;
             let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+            // Every tag's generation moves first, in this transaction; a few forgotten ones go.
+            let now = now_ms();
+            let remembered = current(&tx, site, tags.iter())?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO tag_generations (site, tag, generation, moved_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(site, tag) DO UPDATE SET generation = ?3, moved_at = ?4",
+                    )
+                    .map_err(sql)?;
+                for tag in &tags {
+                    let generation = next_generation(remembered.get(tag).copied().unwrap_or(0), now);
+                    stmt.execute(params![site, tag, generation as i64, now as i64]).map_err(sql)?;
+                }
+            }
             tx.execute(
-                "INSERT INTO generations (site, context, generation) VALUES (?1, ?2, 1)
-                 ON CONFLICT(site, context) DO UPDATE SET generation = generation + 1",
-                [site, context.as_str()],
+                "DELETE FROM tag_generations WHERE site = ?1 AND tag IN
+                 (SELECT tag FROM tag_generations WHERE site = ?1 AND moved_at <= ?2 LIMIT 16)",
+                params![site, forgotten_before()],
             )
             .map_err(sql)?;
             // `?1` is the site, `?2`… the tags; the soft purge binds `now` after them.
@@ -443,7 +480,7 @@ fn sql_json(e: serde_json::Error) -> CacheError {
 mod tests {
     use super::SqliteStore;
     use crate::cache::store::Paused;
-    use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
+    use crate::cache::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
     use serde_json::{Map, Value, json};
     use std::path::PathBuf;
     use std::sync::Arc;
@@ -469,11 +506,12 @@ mod tests {
         }
     }
 
-    fn entry(key: &str, id: u64, generation: u64) -> Entry {
+    /// A page depending on `hot` with `id`, recording `generation` (what a render read).
+    fn entry(key: &str, id: u64, generation: &Generations) -> Entry {
         let meta: Meta = serde_json::from_value(json!({
             "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
             "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
-            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": {"hot": generation}
+            "deps": [{"context": "hot", "params": {"id": id}}], "etag": null, "generation": generation
         }))
         .unwrap();
         Entry { body: bytes::Bytes::from_static(b"body"), meta }
@@ -481,6 +519,11 @@ mod tests {
 
     fn id(id: u64) -> Map<String, Value> {
         json!({ "id": id }).as_object().unwrap().clone()
+    }
+
+    /// What a render of a page depending on `hot` with `id` reads when it starts.
+    async fn read(store: &SqliteStore, n: u64) -> Generations {
+        store.generations(&dependency_tags([("hot", &id(n))])).await.unwrap()
     }
 
     /// A deadline that fails the test with a message instead of hanging it.
@@ -495,10 +538,11 @@ mod tests {
     async fn gets_and_generations_proceed_while_a_long_purge_holds_the_writer() {
         let db = TempDb::new("long-purge");
         let store = Arc::new(SqliteStore::open(&db.0, "shop").unwrap());
+        let before = read(&store, 0).await;
         for i in 0..300 {
-            assert_eq!(store.put(entry(&format!("k{i}"), 0, 0)).await.unwrap(), PutOutcome::Stored);
+            assert_eq!(store.put(entry(&format!("k{i}"), 0, &before)).await.unwrap(), PutOutcome::Stored);
         }
-        store.put(entry("other", 1, 0)).await.unwrap();
+        store.put(entry("other", 1, &read(&store, 1).await)).await.unwrap();
         let Paused { reached, resume, .. } = store.pause.arm();
         let purge = tokio::spawn({
             let store = store.clone();
@@ -511,8 +555,7 @@ mod tests {
             within("a hit on a row the purge deleted", store.get("k7")).await.unwrap().is_some(),
             "a reader sees the last committed state, not the purge's uncommitted deletions"
         );
-        let generations = within("generations", store.generations(&["hot".to_string()])).await.unwrap();
-        assert_eq!(generations["hot"], 0);
+        assert_eq!(within("generations", read(&store, 0)).await, before, "not moved until the purge commits");
         assert!(!purge.is_finished(), "the purge waited for the test all along");
 
         resume.send(()).unwrap();
@@ -520,10 +563,12 @@ mod tests {
         assert!(store.get("k7").await.unwrap().is_none());
         assert!(store.get("k299").await.unwrap().is_none());
         assert!(store.get("other").await.unwrap().is_some());
-        assert_eq!(store.generations(&["hot".to_string()]).await.unwrap()["hot"], 1);
-        // A render that read generation 0 meanwhile is not stored.
-        let late = store.put(entry("k7", 0, 0)).await.unwrap();
-        assert_eq!(late, PutOutcome::Dropped { context: "hot".into() });
+        let after = read(&store, 0).await;
+        assert!(after["c:hot:id=0"] > before["c:hot:id=0"]);
+        assert_eq!(after["c:hot"], before["c:hot"], "a purge of one id leaves the context's generation");
+        // A render that read the old generation meanwhile is not stored.
+        let late = store.put(entry("k7", 0, &before)).await.unwrap();
+        assert_eq!(late, PutOutcome::Dropped { tag: "c:hot:id=0".into() });
     }
 
     /// Reads run on connections of their own: many at once, none waiting for another.
@@ -531,7 +576,7 @@ mod tests {
     async fn concurrent_reads_and_a_held_writer_do_not_wait_for_each_other() {
         let db = TempDb::new("readers");
         let store = Arc::new(SqliteStore::open(&db.0, "shop").unwrap());
-        store.put(entry("k", 0, 0)).await.unwrap();
+        store.put(entry("k", 0, &Generations::new())).await.unwrap();
         // The writer is held (as by a long put or purge) for the whole test.
         let writer = store.writer.clone();
         let (held_tx, held) = tokio::sync::oneshot::channel();
@@ -554,5 +599,34 @@ mod tests {
         release.send(()).unwrap();
         holder.await.unwrap();
         assert!(store.readers.idle.lock().unwrap().len() <= super::IDLE_READERS);
+    }
+
+    /// A file of schema 2 (per-context generations) is brought to 3 in place: its entries stay
+    /// and are still purged; its old generations table goes.
+    #[tokio::test]
+    async fn a_schema_2_file_is_upgraded_in_place() {
+        let db = TempDb::new("schema2");
+        {
+            let store = SqliteStore::open(&db.0, "shop").unwrap();
+            store.put(entry("k", 0, &read(&store, 0).await)).await.unwrap();
+        }
+        let raw = rusqlite::Connection::open(&db.0).unwrap();
+        raw.execute_batch(
+            "DROP TABLE tag_generations;
+             CREATE TABLE generations (site TEXT NOT NULL, context TEXT NOT NULL, generation INTEGER NOT NULL,
+                                       PRIMARY KEY (site, context));
+             INSERT INTO generations VALUES ('shop', 'hot', 7);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(raw);
+        let store = SqliteStore::open(&db.0, "shop").unwrap();
+        assert!(store.get("k").await.unwrap().is_some(), "entries survive the upgrade");
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap(), 1);
+        let raw = rusqlite::Connection::open(&db.0).unwrap();
+        let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let old: i64 =
+            raw.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'generations'", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, old), (super::SCHEMA_VERSION, 0));
     }
 }

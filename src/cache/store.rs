@@ -1,11 +1,19 @@
 //! The `Store` trait: the cache ABI every backend implements, and the rules they share.
 //!
-//! Generation rule: each context has a counter that every purge touching it increments
-//! before it removes anything. A render reads the counters of its dependencies when it
-//! starts ([`Store::generations`]) and records them in [`Meta::generation`]; [`Store::put`]
-//! drops the write if any counter moved since. Each backend makes "check the counters, then
-//! write" atomic with respect to purges, so a purge can never be undone by a render that read
-//! the old data.
+//! Generation rule: each purge tag (`c:<context>`, `c:<context>:<name>=<JCS value>`, see
+//! [`super::meta::dependency_tags`]) has a generation that every purge naming the tag moves
+//! before it removes anything. A render reads the generations of all its dependencies' tags
+//! when it starts ([`Store::generations`]) and records them in [`Meta::generation`];
+//! [`Store::put`] drops the write if any of them moved since. Each backend makes "check the
+//! generations, then write" atomic with respect to purges, so a purge can never be undone by a
+//! render that read the old data, and a purge of one product drops only the writes of renders
+//! that read that product.
+//!
+//! A generation is moved to `max(current + 1, now in unix ms)` ([`next_generation`]), so it
+//! grows across restarts of its counter: generations that no purge moved for
+//! [`GENERATION_TTL_MS`] are forgotten (read as 0), and the next purge of the tag still gives
+//! one newer than any an entry recorded. Forgetting is safe as long as no render runs that
+//! long (renders are bounded by their deadline, seconds).
 
 use super::CacheError;
 use super::meta::Meta;
@@ -13,8 +21,20 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Purge generations by context.
+/// Purge generations by tag.
 pub type Generations = BTreeMap<String, u64>;
+
+/// How long a store keeps a tag's generation after the last purge that moved it: one hour,
+/// far longer than any render (the generation read at its start must still be there at its
+/// put).
+pub const GENERATION_TTL_MS: u64 = 3_600_000;
+
+/// The generation a purge moves a tag to: past the current one and at least `now` (unix ms),
+/// so that a generation forgotten after [`GENERATION_TTL_MS`] comes back newer than any an
+/// entry recorded.
+pub fn next_generation(current: u64, now: u64) -> u64 {
+    current.saturating_add(1).max(now)
+}
 
 /// A cached response: body and metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,10 +60,10 @@ pub enum PurgeMode {
 pub enum PutOutcome {
     /// The entry is stored.
     Stored,
-    /// A purge of `context` ran after the render started: the write was dropped.
+    /// A purge of a tag the render read ran after it started: the write was dropped.
     Dropped {
-        /// The context whose generation moved.
-        context: String,
+        /// The tag whose generation moved.
+        tag: String,
     },
 }
 
@@ -63,25 +83,25 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// The current purge generations of `contexts` (0 for one never purged).
-    async fn generations(&self, contexts: &[String]) -> Result<Generations, CacheError>;
+    /// The current purge generations of `tags` (0 for one never purged, or forgotten).
+    async fn generations(&self, tags: &[String]) -> Result<Generations, CacheError>;
 
-    /// Stores `entry` under `entry.meta.key`, unless a context in `entry.meta.generation`
-    /// was purged since those generations were read.
+    /// Stores `entry` under `entry.meta.key`, unless a tag in `entry.meta.generation` was
+    /// purged since those generations were read.
     async fn put(&self, entry: Entry) -> Result<PutOutcome, CacheError>;
 
     /// Purges every entry with a dependency on `context` whose params contain all of
-    /// `params` (`{}`: the whole context), and moves the context's generation. Returns how
-    /// many entries it removed or marked.
+    /// `params` (`{}`: the whole context), and moves the generation of each of the purge's
+    /// tags ([`super::meta::purge_tags`]). Returns how many entries it removed or marked.
     async fn purge(&self, context: &str, params: &Map<String, Value>, mode: PurgeMode) -> Result<u64, CacheError>;
 
     /// Removes one entry.
     async fn remove(&self, key: &str) -> Result<(), CacheError>;
 }
 
-/// The context whose generation moved since `recorded`, if any.
+/// The tag whose generation moved since `recorded`, if any.
 pub(crate) fn moved(recorded: &Generations, current: impl Fn(&str) -> u64) -> Option<String> {
-    recorded.iter().find(|(context, generation)| current(context) != **generation).map(|(c, _)| c.clone())
+    recorded.iter().find(|(tag, generation)| current(tag) != **generation).map(|(t, _)| t.clone())
 }
 
 /// Checks a site id before a shared store (SQLite, Redis) namespaces its keys or rows with

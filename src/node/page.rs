@@ -7,14 +7,13 @@ use super::Node;
 use super::quarantine::{Admission, Outcome, Probe};
 use crate::abi::{DependencyData, DependencyError, PageInput};
 use crate::cache::key::{PageKeyParts, canonical_header_value, canonical_vary, normalize_path};
-use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo};
+use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
 use crate::cache::{Entry, Generations, PutOutcome};
 use crate::manifest::{CachePolicy, CacheTimes, MAX_URL_LEN, RouteError, RouteMatch};
 use crate::origin::{Answer, Directives, OriginError};
 use crate::pool::{RenderError, RenderOptions};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -397,9 +396,9 @@ impl Node {
     /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
     async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
         let key = &target.key;
-        let contexts: Vec<String> = target.matched.deps.iter().map(|(c, _)| c.clone()).collect();
+        let tags = dependency_tags(target.matched.deps.iter().map(|(c, p)| (c.as_str(), p)));
         // Read before anything else: a purge from here on drops this render's write.
-        let generations = match self.store.generations(&contexts).await {
+        let generations = match self.store.generations(&tags).await {
             Ok(g) => Some(g),
             Err(e) => {
                 self.store_failed("generations", &e);
@@ -413,9 +412,9 @@ impl Node {
         }
         match self.put_within(PUT_WAIT, (*page).clone()).await {
             Ok(PutOutcome::Stored) => {}
-            Ok(PutOutcome::Dropped { context }) => {
+            Ok(PutOutcome::Dropped { tag }) => {
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%key, %context, "render not stored: {context} was purged while it ran");
+                tracing::info!(%key, %tag, "render not stored: {tag} was purged while it ran");
             }
             Err(e) => self.store_failed("put", &e),
         }
@@ -585,7 +584,14 @@ impl Node {
                 sie_s: sie,
                 deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
                 etag: None,
-                generation: BTreeMap::from([(context.to_string(), generations.get(context).copied().unwrap_or(0))]),
+                // The generations of this dependency's own tags, read when the render started.
+                generation: dependency_tags([(context, params)])
+                    .into_iter()
+                    .map(|tag| {
+                        let g = generations.get(&tag).copied().unwrap_or(0);
+                        (tag, g)
+                    })
+                    .collect(),
                 render: None,
                 stale_at: None,
                 extra: Map::new(),

@@ -3,9 +3,12 @@
 
 use crate::common::{DEADLINE, scratch_db, wait_until};
 use mizan_render::cache::memory::MemoryStore;
+use mizan_render::cache::meta::purge_tags;
 use mizan_render::cache::redis::RedisStore;
 use mizan_render::cache::sqlite::SqliteStore;
-use mizan_render::cache::{CacheError, Dependency, Entry, Freshness, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms};
+use mizan_render::cache::{
+    CacheError, Dependency, Entry, Freshness, Generations, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms,
+};
 use mizan_render::testing::RedisServer;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -41,17 +44,23 @@ fn dep(context: &str, params: Value) -> Dependency {
     Dependency { context: context.into(), params: obj(params) }
 }
 
-/// A page entry under `key` depending on `deps`, created `age_s` ago with ttl 60, swr 30,
-/// sie 100, recording generation 0 for each context.
+/// A page entry under `key` depending on `deps`, created now with ttl 60, swr 30, sie 100,
+/// recording generation 0 for each of its tags (a render in a store where none was purged).
 fn entry(key: &str, deps: Vec<Dependency>, body: &[u8]) -> Entry {
-    let generation: std::collections::BTreeMap<String, u64> = deps.iter().map(|d| (d.context.clone(), 0)).collect();
-    let meta: Meta = serde_json::from_value(json!({
+    let mut meta: Meta = serde_json::from_value(json!({
         "v": 1, "kind": "page", "key": key, "status": 200, "headers": [["content-type", "text/html"]],
         "created_at": now_ms(), "ttl_s": 60, "swr_s": 30, "sie_s": 100,
-        "deps": deps, "etag": "\"e1\"", "generation": generation, "x_future": [1, 2]
+        "deps": deps, "etag": "\"e1\"", "generation": {}, "x_future": [1, 2]
     }))
     .unwrap();
+    meta.generation = meta.tags().into_iter().map(|t| (t, 0)).collect();
     Entry { body: bytes::Bytes::copy_from_slice(body), meta }
+}
+
+/// `e`, recording the generations its render would read now.
+async fn rendered_now(store: &dyn Store, mut e: Entry) -> Entry {
+    e.meta.generation = store.generations(&e.meta.tags()).await.unwrap();
+    e
 }
 
 async fn put_ok(store: &dyn Store, e: Entry) {
@@ -118,44 +127,72 @@ pub async fn a_put_replaces_the_entry_and_its_tags(b: Backend) {
     assert_eq!(s.purge("b", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
     // Purged through one of its tags, then put again with other dependencies: the tags it
     // had before do not reach it any more.
-    let mut first = entry("m", vec![dep("a", json!({"id": 2})), dep("c", json!({}))], b"1");
-    first.meta.generation = s.generations(&["a".to_string(), "c".to_string()]).await.unwrap();
-    put_ok(s, first).await;
+    let first = entry("m", vec![dep("a", json!({"id": 2})), dep("c", json!({}))], b"1");
+    put_ok(s, rendered_now(s, first).await).await;
     assert_eq!(s.purge("a", &obj(json!({"id": 2})), PurgeMode::Hard).await.unwrap(), 1);
-    let mut again = entry("m", vec![dep("d", json!({}))], b"2");
-    again.meta.generation = s.generations(&["d".to_string()]).await.unwrap();
-    put_ok(s, again).await;
+    let again = entry("m", vec![dep("d", json!({}))], b"2");
+    put_ok(s, rendered_now(s, again).await).await;
     assert_eq!(s.purge("c", &Map::new(), PurgeMode::Hard).await.unwrap(), 0);
     assert_eq!(&*s.get("m").await.unwrap().unwrap().body, b"2");
 }
 
 pub async fn a_put_from_a_render_that_started_before_a_purge_is_dropped(b: Backend) {
     let s = &*b.store;
-    let contexts = vec!["product_detail".to_string(), "product_list".to_string()];
-    let at_start = s.generations(&contexts).await.unwrap();
-    assert_eq!(at_start.values().copied().collect::<Vec<_>>(), [0, 0]);
+    let deps = || vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))];
+    let late = rendered_now(s, entry("page", deps(), b"stale")).await;
+    let tags = ["c:product_detail", "c:product_detail:id=1", "c:product_list"];
+    assert_eq!(late.meta.generation, tags.iter().map(|t| (t.to_string(), 0)).collect::<Generations>());
     // A purge lands while the render runs (even one that matched nothing).
     s.purge("product_list", &Map::new(), PurgeMode::Hard).await.unwrap();
-    let mut late =
-        entry("page", vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))], b"stale");
-    late.meta.generation = at_start.clone();
-    assert_eq!(s.put(late.clone()).await.unwrap(), PutOutcome::Dropped { context: "product_list".into() });
+    assert_eq!(s.put(late.clone()).await.unwrap(), PutOutcome::Dropped { tag: "c:product_list".into() });
     assert_eq!(s.get("page").await.unwrap(), None);
     // A render that starts after the purge stores.
-    let now = s.generations(&contexts).await.unwrap();
-    assert_eq!(now["product_list"], 1);
-    late.meta.generation = now;
-    put_ok(s, late).await;
+    let now = rendered_now(s, late).await;
+    assert!(now.meta.generation["c:product_list"] > 0);
+    put_ok(s, now).await;
 
-    // The same with a single context never purged before (every context reads 0).
-    let one = vec!["fresh_context".to_string()];
-    let at_start = s.generations(&one).await.unwrap();
-    assert_eq!(at_start.len(), 1, "a generation for every context asked, even one never purged");
+    // The same with a single context never purged before (every tag reads 0).
+    let late = rendered_now(s, entry("solo", vec![dep("fresh_context", json!({"id": 5}))], b"stale")).await;
+    assert_eq!(late.meta.generation.len(), 2, "a generation for every tag asked, even one never purged");
     s.purge("fresh_context", &obj(json!({"id": 5})), PurgeMode::Hard).await.unwrap();
-    let mut late = entry("solo", vec![dep("fresh_context", json!({"id": 5}))], b"stale");
-    late.meta.generation = at_start;
-    assert_eq!(s.put(late).await.unwrap(), PutOutcome::Dropped { context: "fresh_context".into() });
+    assert_eq!(s.put(late).await.unwrap(), PutOutcome::Dropped { tag: "c:fresh_context:id=5".into() });
     assert_eq!(s.get("solo").await.unwrap(), None);
+}
+
+/// Generations are as precise as purges: a purge of one product drops only the writes of
+/// renders that read that product (a purge of the whole context, all of them), so steady
+/// purges of single products do not starve the writes of the others.
+pub async fn a_purge_drops_only_the_writes_it_matches(b: Backend) {
+    let s = &*b.store;
+    let product = |id: u64| entry(&format!("p{id}"), vec![dep("product_detail", json!({"id": id}))], b"page");
+    let mut renders = Vec::new();
+    for id in 1..=3 {
+        renders.push(rendered_now(s, product(id)).await);
+    }
+    // Several params: a render depending on both reads both tags.
+    let both = entry("both", vec![dep("search", json!({"q": "a", "page": 2}))], b"page");
+    let both = rendered_now(s, both).await;
+    let other_page = rendered_now(s, entry("other", vec![dep("search", json!({"q": "a", "page": 3}))], b"x")).await;
+    s.purge("product_detail", &obj(json!({"id": 2})), PurgeMode::Hard).await.unwrap();
+    s.purge("search", &obj(json!({"q": "a", "page": 2})), PurgeMode::Hard).await.unwrap();
+    let outcomes: Vec<PutOutcome> = futures_util::future::join_all(renders.into_iter().map(|e| s.put(e)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [PutOutcome::Stored, PutOutcome::Dropped { tag: "c:product_detail:id=2".into() }, PutOutcome::Stored]
+    );
+    assert!(matches!(s.put(both).await.unwrap(), PutOutcome::Dropped { .. }));
+    // A purge naming several params moves each of its tags: it may drop a write it would not
+    // have purged (`page` 3 shares `q`), never keep one it would have.
+    let _ = s.put(other_page).await.unwrap();
+    // A whole-context purge drops every write of the context.
+    let late = rendered_now(s, product(4)).await;
+    s.purge("product_detail", &Map::new(), PurgeMode::Hard).await.unwrap();
+    assert_eq!(s.put(late).await.unwrap(), PutOutcome::Dropped { tag: "c:product_detail".into() });
+    assert_eq!(present(s, &["p1", "p2", "p3", "p4"]).await, [false; 4], "the whole-context purge took p1 and p3");
 }
 
 pub async fn freshness_windows_follow_the_metadata(b: Backend) {
@@ -210,12 +247,12 @@ pub async fn large_and_binary_bodies_round_trip(b: Backend) {
 }
 
 /// Writers render and put while purgers purge, all at once; every put's outcome is kept.
-/// Each context is purged by one purger, in sequence, so its `n`-th purge is the one that moves
-/// its generation to `n`: a put stored under generation `g` of a context committed after that
-/// context's purge `g` and before its purge `g + 1` (the store makes the generation check and
-/// the write atomic with respect to purges). So which purges ran after each stored entry is
-/// known, and the store's final content is too: the last entry stored under each key is
-/// present, whole, if no later purge matched it, and gone if one did.
+/// Each context is purged by one purger, in sequence, which records the generations each purge
+/// moved its tags to. A stored put committed before every purge whose generation of a tag it
+/// recorded is newer than the recorded one, and after the others (the store makes the
+/// generation check and the write atomic with respect to purges). So which purges ran after
+/// each stored entry is known, and the store's final content is too: the last entry stored
+/// under each key is present, whole, if no later purge matched it, and gone if one did.
 pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
     const WRITERS: usize = 8;
     const PUTS: usize = 40;
@@ -236,12 +273,10 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
                     if k.is_multiple_of(2) {
                         deps.push(dep("b", json!({"id": (i / KEYS) % 3})));
                     }
-                    let contexts: Vec<String> = deps.iter().map(|d| d.context.clone()).collect();
                     // A render: read the generations, let the others run, put.
-                    let generation = store.generations(&contexts).await.unwrap();
+                    let e = entry(&format!("w{writer}-{k}"), deps, format!("writer {writer} put {i}").as_bytes());
+                    let e = rendered_now(&*store, e).await;
                     tokio::task::yield_now().await;
-                    let mut e = entry(&format!("w{writer}-{k}"), deps, format!("writer {writer} put {i}").as_bytes());
-                    e.meta.generation = generation;
                     let outcome = store.put(e.clone()).await.unwrap();
                     puts.push((e, outcome));
                 }
@@ -258,14 +293,23 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
         .map(|(context, ids)| {
             let (store, finished) = (store.clone(), finished.clone());
             tokio::spawn(async move {
-                // `done[n - 1]`: the params of purge `n`; every tenth purges the whole context.
+                // `done[n - 1]`: the params of purge `n` and the generations it moved its tags
+                // to (no other purge moves them: each context has one purger); every tenth
+                // purges the whole context.
                 let mut done = Vec::new();
+                let purge = |params: Map<String, Value>| {
+                    let store = store.clone();
+                    async move {
+                        store.purge(context, &params, PurgeMode::Hard).await.unwrap();
+                        let moved = store.generations(&purge_tags(context, &params)).await.unwrap();
+                        (params, moved)
+                    }
+                };
                 let mut n = 0;
                 while finished.load(SeqCst) == 0 && n < MAX_PURGES {
                     n += 1;
                     let params = if n.is_multiple_of(10) { Map::new() } else { obj(json!({"id": n % ids})) };
-                    store.purge(context, &params, PurgeMode::Hard).await.unwrap();
-                    done.push(params);
+                    done.push(purge(params).await);
                     // Fewer purges than puts, so that some entries outlive them.
                     for _ in 0..4 {
                         tokio::task::yield_now().await;
@@ -273,9 +317,7 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
                 }
                 wait_until("every writer to finish", DEADLINE, || std::future::ready(finished.load(SeqCst) == WRITERS))
                     .await;
-                let last = obj(json!({"id": 1}));
-                store.purge(context, &last, PurgeMode::Hard).await.unwrap();
-                done.push(last);
+                done.push(purge(obj(json!({"id": 1}))).await);
                 (context.to_string(), done)
             })
         })
@@ -290,19 +332,29 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
         purges.insert(context, done);
     }
 
-    let finals = store.generations(&["a".to_string(), "b".to_string()]).await.unwrap();
-    let counts: Vec<u64> = purges.values().map(|done| done.len() as u64).collect();
-    assert_eq!(finals.values().copied().collect::<Vec<_>>(), counts, "every purge moved its generation once");
+    // Each purge moved its tags past what the one before it left.
+    for (context, done) in &purges {
+        let mut last = Generations::new();
+        for (n, (params, moved)) in done.iter().enumerate() {
+            for (tag, g) in moved {
+                assert!(last.get(tag).is_none_or(|before| g > before), "purge {} of {context} ({params:?})", n + 1);
+                last.insert(tag.clone(), *g);
+            }
+        }
+    }
     let matches = |d: &Dependency, params: &Map<String, Value>| params.iter().all(|(k, v)| d.params.get(k) == Some(v));
     let (mut stored, mut present, mut purged) = (0, 0, 0);
     for (writer, puts) in puts.iter().enumerate() {
         for (e, outcome) in puts {
             match outcome {
                 PutOutcome::Stored => stored += 1,
-                PutOutcome::Dropped { context } => assert!(
-                    e.meta.generation.get(context).is_some_and(|g| *g < finals[context]),
-                    "a put dropped for {context}, which it does not depend on or which was never purged after it read it"
-                ),
+                PutOutcome::Dropped { tag } => {
+                    let now = store.generations(std::slice::from_ref(tag)).await.unwrap()[tag];
+                    assert!(
+                        e.meta.generation.get(tag).is_some_and(|g| *g < now),
+                        "a put dropped for {tag}, which it does not carry or which was never purged after it read it"
+                    )
+                }
             }
         }
         for k in 0..KEYS {
@@ -313,10 +365,14 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
                 assert!(got.is_none(), "{key}: no put was stored, yet it is present");
                 continue;
             };
+            // The first purge that matched it and moved a tag past what its render read.
             let purged_by = last.meta.deps.iter().find_map(|d| {
-                let after = last.meta.generation[&d.context];
-                let later = &purges[&d.context][after as usize..];
-                later.iter().position(|params| matches(d, params)).map(|i| (&d.context, after + 1 + i as u64))
+                purges[&d.context]
+                    .iter()
+                    .position(|(params, moved)| {
+                        matches(d, params) && moved.iter().any(|(tag, g)| last.meta.generation.get(tag) < Some(g))
+                    })
+                    .map(|i| (&d.context, i + 1))
             });
             match (purged_by, got) {
                 (None, Some(got)) => {
@@ -336,7 +392,7 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
                      ({:?}), yet {:?} is served",
                     String::from_utf8_lossy(&last.body),
                     last.meta.generation,
-                    purges[context][n as usize - 1],
+                    purges[context][n - 1].0,
                     String::from_utf8_lossy(&got.body)
                 ),
             }
@@ -368,6 +424,7 @@ conformance!(
     empty_params_purge_the_whole_context,
     a_put_replaces_the_entry_and_its_tags,
     a_put_from_a_render_that_started_before_a_purge_is_dropped,
+    a_purge_drops_only_the_writes_it_matches,
     freshness_windows_follow_the_metadata,
     soft_purge_marks_stale_and_hard_purge_removes,
     large_and_binary_bodies_round_trip,
@@ -401,7 +458,7 @@ async fn sqlite_store_survives_a_restart() {
     }
     let store = SqliteStore::open(&path, "shop").unwrap();
     assert_eq!(&*store.get("kept").await.unwrap().unwrap().body, b"body");
-    assert_eq!(store.generations(&["other".into()]).await.unwrap()["other"], 1, "generations persist too");
+    assert!(store.generations(&["c:other".into()]).await.unwrap()["c:other"] > 0, "generations persist too");
     assert_eq!(store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
 }
 
@@ -427,17 +484,20 @@ async fn sqlite_drops_a_damaged_entry_and_keeps_the_rest() {
 async fn a_sqlite_file_locked_by_another_connection_refuses_writes_keeps_reads_and_recovers() {
     let path = scratch_db("locked");
     let store = SqliteStore::open(&path, "shop").unwrap();
-    store.purge("c", &obj(json!({"id": 9})), PurgeMode::Hard).await.unwrap();
-    let mut kept = entry("kept", vec![dep("c", json!({"id": 1}))], b"kept");
-    kept.meta.generation = store.generations(&["c".to_string()]).await.unwrap();
+    store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap();
+    let kept = rendered_now(&store, entry("kept", vec![dep("c", json!({"id": 1}))], b"kept")).await;
     put_ok(&store, kept.clone()).await;
+    let id1 = || vec!["c:c:id=1".to_string()];
+    let generation = store.generations(&id1()).await.unwrap();
 
     let locker = rusqlite::Connection::open(&path).unwrap();
     locker
-        .execute_batch("BEGIN EXCLUSIVE; UPDATE entries SET body = CAST('poisoned' AS BLOB); DELETE FROM generations;")
+        .execute_batch(
+            "BEGIN EXCLUSIVE; UPDATE entries SET body = CAST('poisoned' AS BLOB); DELETE FROM tag_generations;",
+        )
         .unwrap();
     assert_eq!(*store.get("kept").await.unwrap().unwrap(), kept, "the committed entry, not the locker's change");
-    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 1);
+    assert_eq!(store.generations(&id1()).await.unwrap(), generation);
     let started = std::time::Instant::now();
     let purge = tokio::time::timeout(DEADLINE, store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard))
         .await
@@ -450,11 +510,10 @@ async fn a_sqlite_file_locked_by_another_connection_refuses_writes_keeps_reads_a
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
     assert_eq!(*store.get("kept").await.unwrap().unwrap(), kept, "the failed purge removed nothing");
-    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 1, "nor moved the generation");
+    assert_eq!(store.generations(&id1()).await.unwrap(), generation, "nor moved the generation");
     assert_eq!(store.purge("c", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 1);
-    assert_eq!(store.generations(&["c".to_string()]).await.unwrap()["c"], 2);
-    let mut again = entry("again", vec![dep("c", json!({"id": 1}))], b"again");
-    again.meta.generation = store.generations(&["c".to_string()]).await.unwrap();
+    assert!(store.generations(&id1()).await.unwrap()["c:c:id=1"] > generation["c:c:id=1"]);
+    let again = rendered_now(&store, entry("again", vec![dep("c", json!({"id": 1}))], b"again")).await;
     put_ok(&store, again).await;
     assert_eq!(present(&store, &["kept", "again"]).await, [false, true]);
     // Last, as it is what an operator reads: the error says which file.
@@ -578,7 +637,7 @@ async fn redis_going_away_fails_fast_and_recovers_when_it_returns() {
 async fn sites_sharing_a_backend_never_touch_each_other(shop: &dyn Store, blog: &dyn Store) {
     const PAGE: &str = "mz1:p:5e1f0a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
     const DATA: &str = "mz1:d:9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9";
-    let contexts = vec!["product_detail".to_string(), "product_list".to_string()];
+    let tags: Vec<String> = ["c:product_detail", "c:product_detail:id=1", "c:product_list"].map(String::from).into();
     let page =
         |body: &[u8]| entry(PAGE, vec![dep("product_detail", json!({"id": 1})), dep("product_list", json!({}))], body);
     let data = |body: &[u8]| {
@@ -595,47 +654,40 @@ async fn sites_sharing_a_backend_never_touch_each_other(shop: &dyn Store, blog: 
     assert_eq!(body(shop.get(PAGE).await.unwrap()), Some(b"shop".to_vec()));
     assert_eq!(body(blog.get(PAGE).await.unwrap()), Some(b"blog".to_vec()));
     assert_eq!(body(blog.get(DATA).await.unwrap()), Some(b"blog".to_vec()));
-    let blog_before = blog.generations(&contexts).await.unwrap();
-    assert_eq!(blog_before.values().copied().collect::<Vec<_>>(), [0, 0]);
+    let blog_before = blog.generations(&tags).await.unwrap();
+    assert_eq!(blog_before.values().copied().collect::<Vec<_>>(), [0, 0, 0]);
 
     // The attack: shop purges `product_detail;id=1`.
     assert_eq!(shop.purge("product_detail", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 2);
     assert_eq!(present(shop, &[PAGE, DATA]).await, [false, false]);
     assert_eq!(body(blog.get(PAGE).await.unwrap()), Some(b"blog".to_vec()), "shop's purge removed blog's page");
     assert_eq!(body(blog.get(DATA).await.unwrap()), Some(b"blog".to_vec()), "shop's purge removed blog's data");
-    assert_eq!(blog.generations(&contexts).await.unwrap(), blog_before, "shop's purge moved blog's generations");
-    assert_eq!(shop.generations(&contexts).await.unwrap()["product_detail"], 1);
+    assert_eq!(blog.generations(&tags).await.unwrap(), blog_before, "shop's purge moved blog's generations");
+    let shop_after = shop.generations(&tags).await.unwrap();
+    assert!(shop_after["c:product_detail:id=1"] > 0);
     // A blog render that started before shop's purge still stores.
     let mut late = page(b"blog again");
     late.meta.generation = blog_before.clone();
     put_ok(blog, late).await;
 
     // Soft and whole-context purges, and a remove, by shop: nothing of blog's moves either.
-    put_ok(shop, {
-        let mut e = page(b"shop again");
-        e.meta.generation = shop.generations(&contexts).await.unwrap();
-        e
-    })
-    .await;
+    put_ok(shop, rendered_now(shop, page(b"shop again")).await).await;
     assert_eq!(shop.purge("product_list", &Map::new(), PurgeMode::Soft).await.unwrap(), 1);
     assert!(shop.get(PAGE).await.unwrap().unwrap().meta.stale_at.is_some());
     assert_eq!(blog.get(PAGE).await.unwrap().unwrap().meta.stale_at, None, "shop's soft purge marked blog's page");
     shop.remove(PAGE).await.unwrap();
     assert_eq!(shop.purge("product_detail", &Map::new(), PurgeMode::Hard).await.unwrap(), 0);
     assert_eq!(present(blog, &[PAGE, DATA]).await, [true, true]);
-    assert_eq!(blog.generations(&contexts).await.unwrap(), blog_before);
+    assert_eq!(blog.generations(&tags).await.unwrap(), blog_before);
 
     // Blog's own tags are intact: its purge finds both of its entries, and nothing of shop's.
-    put_ok(shop, {
-        let mut e = data(b"shop");
-        e.meta.generation = shop.generations(&["product_detail".to_string()]).await.unwrap();
-        e
-    })
-    .await;
+    put_ok(shop, rendered_now(shop, data(b"shop")).await).await;
     assert_eq!(blog.purge("product_detail", &obj(json!({"id": 1})), PurgeMode::Hard).await.unwrap(), 2);
     assert_eq!(present(blog, &[PAGE, DATA]).await, [false, false]);
     assert_eq!(body(shop.get(DATA).await.unwrap()), Some(b"shop".to_vec()), "blog's purge removed shop's data");
-    assert_eq!(shop.generations(&contexts).await.unwrap().values().copied().collect::<Vec<_>>(), [2, 1]);
+    let shop_last = shop.generations(&tags).await.unwrap();
+    assert_eq!(shop_last["c:product_detail:id=1"], shop_after["c:product_detail:id=1"], "blog's purge moved shop's");
+    assert!(shop_last["c:product_detail"] > 0 && shop_last["c:product_list"] > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -657,8 +709,8 @@ async fn redis_sites_sharing_one_server_never_purge_each_other() {
         "mz1:shop:k:p:layout",
         "mz1:shop:t:c:cart",
         "mz1:shop:t:c:cart:user=\"u1\"",
-        "mz1:shop:gen",
-        "mz1:blog:gen",
+        "mz1:shop:g:c:cart:user=\"u2\"",
+        "mz1:blog:g:c:product_detail:id=1",
     ] {
         assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
     }
@@ -672,9 +724,9 @@ async fn sqlite_sites_sharing_one_file_never_purge_each_other() {
     sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
     let raw = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let sites: Vec<String> = raw
-        .prepare("SELECT DISTINCT site FROM generations ORDER BY site")
+        .prepare("SELECT DISTINCT site FROM tag_generations ORDER BY site")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()

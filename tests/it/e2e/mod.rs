@@ -131,26 +131,32 @@ pub async fn no_store_pages_are_never_cached_nor_shared_between_users(backend: B
     assert_eq!((anonymous.status, anonymous.cache()), (403, "BYPASS"));
 }
 
+/// A render of product 5 and one of product 6 are held at the origin while product 5 changes:
+/// the purge keeps product 5's old render out of the cache, and only it: product 6's render,
+/// which read nothing the purge named, is stored (no write starvation under steady purges).
 pub async fn a_purge_during_a_slow_render_keeps_the_old_render_out_of_the_cache(backend: Backend) {
     let h = std::sync::Arc::new(Harness::start(backend).await);
     h.origin.gate("product_detail").await;
-    let slow = {
+    let slow = |url: &'static str| {
         let h = h.clone();
-        tokio::spawn(async move { h.get("/products/5").await })
+        tokio::spawn(async move { h.get(url).await })
     };
+    let (five, six) = (slow("/products/5"), slow("/products/6"));
     let origin = &h.origin;
-    wait_until("the slow render's fetch to reach the origin's gate", DEADLINE, || async move {
-        origin.waiting("product_detail").await > 0
+    wait_until("both slow renders' fetches to reach the origin's gate", DEADLINE, || async move {
+        origin.waiting("product_detail").await >= 2
     })
     .await;
-    // The render has read the old price and is held; the mutation purges meanwhile.
+    // The renders have read the old data and are held; the mutation purges meanwhile.
     assert_eq!(h.set_price(5, 1.25).await.status, 200);
     h.origin.release("product_detail").await;
-    let old = slow.await.unwrap();
+    let old = five.await.unwrap();
     assert_eq!((old.cache(), price(&old.body)), ("MISS", "€17.15"));
+    assert_eq!(six.await.unwrap().cache(), "MISS");
     let next = h.get("/products/5").await;
     assert_eq!((next.cache(), price(&next.body)), ("MISS", "€1.25"), "the render that raced the purge was not stored");
     assert_eq!(h.get("/products/5").await.cache(), "HIT");
+    assert_eq!(h.get("/products/6").await.cache(), "HIT", "a purge of product 5 dropped the write of product 6");
 }
 
 pub async fn a_page_without_data_is_cached_with_default_lifetimes(backend: Backend) {
