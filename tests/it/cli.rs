@@ -223,3 +223,39 @@ async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+/// A request that never finishes (its data held at the origin for good): SIGTERM stops the
+/// node once the grace period is over, with a warning that says so, instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_up_on_work_still_in_flight_when_the_grace_period_ends() {
+    let origin = crate::e2e::harness::Origin::start();
+    let log = crate::common::scratch("grace.log");
+    let mut command = Command::new("sh");
+    command.args(["-c", "exec \"$0\" \"$@\" 2>\"$LOG\"", env!("CARGO_BIN_EXE_mizan-render")]);
+    command.args(serve_command(&origin).get_args()).arg("--grace-ms").arg("300").env("LOG", &log);
+    command.env("MIZAN_SECRET", crate::e2e::harness::SECRET).env("MIZAN_STORE", "memory");
+    let (mut child, url) = serve(command);
+    origin.gate("product_detail").await;
+    let stuck = tokio::spawn(reqwest::get(format!("{url}/products/6")));
+    let reached = || async { origin.waiting("product_detail").await == 1 };
+    crate::common::wait_until("the request to reach the origin", crate::common::DEADLINE, reached).await;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + crate::common::DEADLINE;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        None
+    });
+    let status = exited.await.unwrap().expect("the node kept waiting for the stuck request past its grace period");
+    assert!(status.success(), "exit status {status}");
+    assert!(stuck.await.unwrap().is_err(), "the stuck request was cut when the node stopped");
+    origin.release("product_detail").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the grace period ended"), "{text}");
+}
