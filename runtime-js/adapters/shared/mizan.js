@@ -129,15 +129,28 @@ export function readPayload(document) {
 
 /**
  * The whole HTML document around a rendered page body; `client` is the URL of the client
- * bundle that hydrates it (the node passes it as `input.assets.client`), if there is one.
+ * bundle that hydrates it (the node passes it as `input.assets.client`), if there is one;
+ * `head` is HTML the framework rendered for `<head>` (Svelte's `<svelte:head>`), if any.
  */
-export function htmlDocument({ title, body, payload, client, lang = "en" }) {
+export function htmlDocument({ title, body, payload, client, lang = "en", head = "" }) {
   const script = client ? `<script defer src="${escapeHtml(client)}"></script>` : "";
   return (
     `<!DOCTYPE html><html lang="${escapeHtml(lang)}"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1">` +
-    `<title>${escapeHtml(title)}</title>${script}</head><body><div id="root">${body}</div>` +
+    `<title>${escapeHtml(title)}</title>${script}${head}</head><body><div id="root">${body}</div>` +
     `<script type="application/json" id="${DATA_ELEMENT_ID}">${scriptSafeJson(payload)}</script>` +
     `</body></html>`
   );
+}
+
+/**
+ * `htmlDocument` without its body, cut where the body goes: `{ start, end }`, for a renderer
+ * that streams the body between them. The cut is found by a marker that cannot occur after
+ * it: the payload, the only thing there, is written with `<` escaped.
+ */
+export function htmlDocumentShell(options) {
+  const marker = "<!--mizan:body-->";
+  const html = htmlDocument({ ...options, body: marker });
+  const at = html.lastIndexOf(marker);
+  return { start: html.slice(0, at), end: html.slice(at + marker.length) };
 }

@@ -1,0 +1,91 @@
+// The Mizan wrapper layer for Vue 3: `provideMizan`, `useMizan`, `DjangoError`, and
+// `createServerRenderer`, which turns a map of page components into a bundle that follows
+// the render ABI (`export default { render(input) }`, see docs/bundle-abi.md), plus
+// `renderStream(input)`, the same page as a stream. The same bundle runs in mizan-render's
+// isolates, in Node and in workerd.
+import { createSSRApp } from "vue";
+import { renderToString, renderToWebStream } from "vue/server-renderer";
+import { DjangoError, MizanStore, htmlDocument, htmlDocumentShell, hydrationPayload } from "../shared/mizan.js";
+import { pageProps, provideMizan, useMizan } from "./context.js";
+
+// Vue's server build shares its current-instance setters with other copies of Vue through
+// two globals it adds when it loads. In the node, every bundle's top-level code runs in one
+// realm (docs/bundle-abi.md): each Vue bundle keeps the setters it has already taken, and
+// the realm is left as it was.
+delete globalThis.__VUE_INSTANCE_SETTERS__;
+delete globalThis.__VUE_SSR_SETTERS__;
+
+export { DjangoError };
+
+export { provideMizan, useMizan };
+
+/** `body` between `start` and `end`, as one stream of UTF-8 bytes. */
+function documentStream(start, body, end) {
+  const encoder = new TextEncoder();
+  const reader = body.getReader();
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(encoder.encode(start));
+    },
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (!done) return controller.enqueue(value);
+      controller.enqueue(encoder.encode(end));
+      controller.close();
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/**
+ * A bundle's default export. `pages` maps the manifest's page names to
+ * `{ component, title(input, store), headers(input, store) }`; `headers` (optional) returns
+ * extra `[name, value]` pairs. The node drops `Set-Cookie` from pages it shares or caches.
+ */
+export function createServerRenderer({ pages }) {
+  // The app, document options and response head of one render: all known before the body,
+  // since the data was fetched before the render.
+  function prepare(input) {
+    const page = pages[input.page];
+    if (page === undefined) {
+      throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
+    }
+    const store = new MizanStore(input);
+    const app = createSSRApp(page.component, pageProps(page.component, input));
+    provideMizan(app, store);
+    // A production build would log a component's error and render on without it.
+    app.config.throwUnhandledErrorInProduction = true;
+    const extra = page.headers ? page.headers(input, store) : [];
+    return {
+      app,
+      document: {
+        title: page.title ? page.title(input, store) : input.page,
+        payload: hydrationPayload(input, store),
+        client: input.assets?.client,
+      },
+      status: store.status(),
+      headers: [["content-type", "text/html; charset=utf-8"], ...extra],
+    };
+  }
+
+  return {
+    async render(input) {
+      const { app, document, status, headers } = prepare(input);
+      const body = await renderToString(app);
+      return { status, headers, html: htmlDocument({ ...document, body }) };
+    },
+
+    /**
+     * The same page as `render`, streamed: `{ status, headers, body }`, `body` a
+     * `ReadableStream` of the document's UTF-8 bytes. Not part of the render ABI. A component
+     * that throws once the stream has started errors the stream.
+     */
+    async renderStream(input) {
+      const { app, document, status, headers } = prepare(input);
+      const { start, end } = htmlDocumentShell(document);
+      return { status, headers, body: documentStream(start, renderToWebStream(app), end) };
+    },
+  };
+}
