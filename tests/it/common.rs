@@ -16,16 +16,55 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The fixture React app's manifest.
-pub fn react_manifest() -> Manifest {
-    Manifest::load(&root().join("fixtures/manifests/react.json")).expect("fixture manifest loads")
+/// A fixture app: the same pages in each framework, on the same origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum App {
+    React,
+    Vue,
+    Svelte,
+}
+
+impl App {
+    /// Its manifest, relative to the repository root.
+    pub fn manifest(self) -> &'static str {
+        match self {
+            App::React => "fixtures/manifests/react.json",
+            App::Vue => "fixtures/manifests/vue.json",
+            App::Svelte => "fixtures/manifests/svelte.json",
+        }
+    }
+
+    /// Its bundle's name in the manifest.
+    pub fn bundle(self) -> &'static str {
+        match self {
+            App::React => "react_app",
+            App::Vue => "vue_app",
+            App::Svelte => "svelte_app",
+        }
+    }
+
+    /// Its manifest, loaded.
+    pub fn load(self) -> Manifest {
+        Manifest::load(&root().join(self.manifest())).expect("fixture manifest loads")
+    }
+
+    /// Its server bundle; built by `scripts/setup` (npm ci + esbuild).
+    pub fn server_bundle(self) -> BundleSource {
+        let path = self.load().bundle_path(self.bundle()).unwrap();
+        assert!(path.exists(), "{} is missing: run scripts/setup, which builds the fixture apps", path.display());
+        BundleSource::read(self.bundle(), &path).unwrap()
+    }
+
+    /// `(bundle, page, input)` for a URL of the app, with the fixture origin's answers.
+    pub fn page(self, url: &str) -> (String, String, PageInput) {
+        let id = url.strip_prefix("/products/").and_then(|id| id.parse().ok());
+        page_input(&self.load(), url, &origin_answers(id)).unwrap()
+    }
 }
 
 /// The fixture React app's server bundle; built by `scripts/setup` (npm ci + esbuild).
 pub fn react_bundle() -> BundleSource {
-    let path = react_manifest().bundle_path("react_app").unwrap();
-    assert!(path.exists(), "{} is missing: run scripts/setup, which builds the fixture apps", path.display());
-    BundleSource::read("react_app", &path).unwrap()
+    App::React.server_bundle()
 }
 
 /// A hand-written test bundle from `tests/fixtures/bundles/`.
@@ -59,10 +98,9 @@ pub fn origin_answers(product_id: Option<u64>) -> BTreeMap<String, OriginAnswer>
     serde_json::from_value(json!({"product_list": {"data": {"products": list}}, "product_detail": detail})).unwrap()
 }
 
-/// `(bundle, page, input)` for a URL of the fixture app.
+/// `(bundle, page, input)` for a URL of the fixture React app.
 pub fn react_page(url: &str) -> (String, String, PageInput) {
-    let id = url.strip_prefix("/products/").and_then(|id| id.parse().ok());
-    page_input(&react_manifest(), url, &origin_answers(id)).unwrap()
+    App::React.page(url)
 }
 
 /// The text of the element `<script type="application/json" id="__mizan_data">`.

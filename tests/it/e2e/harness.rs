@@ -1,6 +1,7 @@
 //! End-to-end harness: the real Django origin (fixtures/origin) on a free port, and the node
 //! in this process on another, with the store under test.
 
+pub use crate::common::App;
 use crate::common::root;
 use mizan_render::node::{Node, NodeConfig, StoreConfig};
 use mizan_render::origin::OriginConfig;
@@ -143,6 +144,11 @@ impl Harness {
         Self::start_with(backend, Duration::from_secs(5)).await
     }
 
+    /// A node serving `app`'s manifest.
+    pub async fn start_app(backend: Backend, app: App) -> Self {
+        Self::start_configured(backend, |config| config.manifest = root().join(app.manifest())).await
+    }
+
     pub async fn start_with(backend: Backend, origin_timeout: Duration) -> Self {
         Self::start_full(backend, origin_timeout, mizan_render::node::DEFAULT_MEMO_BYTES).await
     }
@@ -270,6 +276,19 @@ pub async fn read(response: reqwest::Response) -> Got {
 }
 
 /// The price shown on a product page.
+/// `html` without its comments: the hydration markers each framework writes differently
+/// (React `<!-- -->` between text parts, Vue `<!--[-->`, Svelte `<!---->`).
+pub fn text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(start) = rest.find("<!--") {
+        out.push_str(&rest[..start]);
+        rest = rest[start..].find("-->").map_or("", |end| &rest[start + end + 3..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn price(html: &str) -> &str {
     let start = html.find(r#"<p class="price">"#).expect("a product page") + r#"<p class="price">"#.len();
     &html[start..start + html[start..].find('<').unwrap()]
