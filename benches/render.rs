@@ -1,9 +1,12 @@
-//! Render benchmark for the product list page (300 rows) of the fixture React app:
-//! isolate creation from the app snapshot, pure in-isolate render time, the same render
-//! through the pool (one worker, one request at a time: the pool's overhead), pool
-//! throughput with every core busy, and Node rendering the same bundle with the same input.
+//! Render benchmark for the product list page (300 rows) of each fixture app (React, Vue,
+//! Svelte): isolate creation from the app snapshot, pure in-isolate render time, the same
+//! render through the pool (one worker, one request at a time: the pool's overhead), pool
+//! throughput with every core busy, and Node rendering the same bundle with the same input;
+//! then one table comparing the three frameworks.
 //!
-//! Run with `bench/run.sh` (builds the fixtures first) or `cargo bench --bench render`.
+//! Run with `bench/run.sh` (builds the fixtures first) or `cargo bench --bench render`. Each
+//! framework runs in a process of its own (this binary again, with `MIZAN_BENCH_APP` set): a
+//! process holds isolates of one snapshot at a time.
 
 use mizan_render::abi::input_json;
 use mizan_render::manifest::Manifest;
@@ -19,11 +22,62 @@ use std::time::Instant;
 const RENDERS: usize = 2000;
 const WARMUP: usize = 200;
 
+const APPS: [&str; 3] = ["react", "vue", "svelte"];
+
 fn main() {
+    match std::env::var("MIZAN_BENCH_APP") {
+        Ok(app) => bench(&app),
+        Err(_) => compare(),
+    }
+}
+
+/// Runs the benchmark of each app in a process of its own, passes its report through, and
+/// prints the frameworks side by side.
+fn compare() {
+    let mut rows = Vec::new();
+    for app in APPS {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env("MIZAN_BENCH_APP", app)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the {app} benchmark failed:\n{text}");
+        let mut summary = None;
+        for line in text.lines() {
+            match line.strip_prefix("summary ") {
+                Some(json) => summary = Some(serde_json::from_str::<Value>(json).unwrap()),
+                None => println!("{line}"),
+            }
+        }
+        println!();
+        rows.push((app, summary.expect("a summary line")));
+    }
+    println!("## Frameworks side by side (product list, 300 rows)");
+    println!();
+    println!(
+        "| framework | HTML bytes | pure render | pool, {} workers | Node, same bundle | ours vs Node |",
+        rows[0].1["cores"]
+    );
+    println!("|---|---|---|---|---|---|");
+    for (app, s) in &rows {
+        let (ours, node) = (s["pure_ms"].as_f64().unwrap(), s["node_ms"].as_f64());
+        println!(
+            "| {app} | {} | {ours:.3} ms | {:.0} renders/s | {} | {} |",
+            s["bytes"],
+            s["throughput"].as_f64().unwrap(),
+            node.map_or("not found".into(), |n| format!("{n:.3} ms")),
+            node.map_or("".into(), |n| format!("{:.2}x", ours / n)),
+        );
+    }
+}
+
+fn bench(app: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let manifest = Manifest::load(&root.join("fixtures/manifests/react.json")).unwrap();
-    let bundle_path = manifest.bundle_path("react_app").unwrap();
-    let bundle = BundleSource::read("react_app", &bundle_path).expect("run scripts/setup to build the fixture bundle");
+    let manifest = Manifest::load(&root.join(format!("fixtures/manifests/{app}.json"))).unwrap();
+    let bundle_name = format!("{app}_app");
+    let bundle_path = manifest.bundle_path(&bundle_name).unwrap();
+    let bundle = BundleSource::read(&bundle_name, &bundle_path).expect("run scripts/setup to build the fixture bundle");
     let (name, page, input) = page_input(&manifest, "/products", &answers(&root)).unwrap();
     let json = input_json(&page, &input).unwrap();
 
@@ -37,7 +91,7 @@ fn main() {
     tokio.block_on(async {
         for _ in 0..50 {
             let t = Instant::now();
-            let isolate = Isolate::new(app_snapshot, "react_app", 256 << 20).unwrap();
+            let isolate = Isolate::new(app_snapshot, &name, 256 << 20).unwrap();
             create.push(ms(t));
             drop(isolate);
         }
@@ -45,7 +99,7 @@ fn main() {
 
     // Pure render: one isolate on this thread, the same JSON input, no queue or thread hop.
     let pure = tokio.block_on(async {
-        let mut isolate = Isolate::new(app_snapshot, "react_app", 256 << 20).unwrap();
+        let mut isolate = Isolate::new(app_snapshot, &name, 256 << 20).unwrap();
         let mut html_len = 0;
         for _ in 0..WARMUP {
             html_len = isolate.render(&name, &page, &json).await.unwrap().html.len();
@@ -109,7 +163,11 @@ fn main() {
     let hop = pooled - pure.0 - serialise;
     let mut create_sorted = create.clone();
     create_sorted.sort_by(f64::total_cmp);
-    println!("product list page: {} bytes of HTML, {} renders per figure after {} warm-up", pure.1, RENDERS, WARMUP);
+    println!(
+        "## {app}: product list page, {} bytes of HTML, {} renders per figure after {} warm-up",
+        pure.1, RENDERS, WARMUP
+    );
+    println!();
     println!("| figure | value |");
     println!("|---|---|");
     println!("| app snapshot build (runtime-js + deno_web + bundle) | {snapshot_ms:.1} ms |");
@@ -144,6 +202,11 @@ fn main() {
         }
         None => println!("| Node | not found on PATH |"),
     }
+    let summary = json!({
+        "bytes": pure.1, "pure_ms": pure.0, "throughput": module_throughput, "cores": cores,
+        "node_ms": node.map(|(ms, _)| ms),
+    });
+    println!("summary {summary}");
 }
 
 /// Renders per second of a pool of `cores` workers for `bundle`, with four requests in flight

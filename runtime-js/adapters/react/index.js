@@ -22,8 +22,9 @@ async function streamToString(stream) {
  * A bundle's default export. `pages` maps the manifest's page names to
  * `{ component, title(input, store), headers(input, store) }`; `headers` (optional) returns
  * extra `[name, value]` pairs. The node drops `Set-Cookie` from pages it shares or caches.
+ * `head` (optional) is HTML put into every page's `<head>` (the app's `<style>`, say).
  */
-export function createServerRenderer({ pages }) {
+export function createServerRenderer({ pages, head = "" }) {
   return {
     async render(input) {
       const page = pages[input.page];
@@ -50,7 +51,7 @@ export function createServerRenderer({ pages }) {
       return {
         status: store.status(),
         headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-        html: htmlDocument({ title, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
+        html: htmlDocument({ title, head, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
       };
     },
   };

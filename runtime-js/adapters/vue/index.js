@@ -43,8 +43,9 @@ function documentStream(start, body, end) {
  * A bundle's default export. `pages` maps the manifest's page names to
  * `{ component, title(input, store), headers(input, store) }`; `headers` (optional) returns
  * extra `[name, value]` pairs. The node drops `Set-Cookie` from pages it shares or caches.
+ * `head` (optional) is HTML put into every page's `<head>` (the app's `<style>`, say).
  */
-export function createServerRenderer({ pages }) {
+export function createServerRenderer({ pages, head = "" }) {
   // The app, document options and response head of one render: all known before the body,
   // since the data was fetched before the render.
   function prepare(input) {
@@ -64,6 +65,7 @@ export function createServerRenderer({ pages }) {
         title: page.title ? page.title(input, store) : input.page,
         payload: hydrationPayload(input, store),
         client: input.assets?.client,
+        head,
       },
       status: store.status(),
       headers: [["content-type", "text/html; charset=utf-8"], ...extra],
