@@ -14,7 +14,12 @@ use std::time::Instant;
 
 /// Options of every render isolate: restored from the app `snapshot`, or none to build it.
 pub(crate) fn runtime_options(snapshot: Option<&'static [u8]>) -> RuntimeOptions {
-    RuntimeOptions { startup_snapshot: snapshot, extensions: js::extensions(), ..Default::default() }
+    RuntimeOptions {
+        startup_snapshot: snapshot,
+        extensions: js::extensions(),
+        module_loader: Some(std::rc::Rc::new(super::loader::Refuse)),
+        ..Default::default()
+    }
 }
 
 /// Heap of an isolate that renders, in bytes.

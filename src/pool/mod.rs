@@ -16,6 +16,7 @@
 
 mod error;
 mod isolate;
+mod loader;
 mod queue;
 pub mod snapshot;
 mod watchdog;

@@ -206,6 +206,28 @@ fn a_bundle_that_does_not_parse_is_reported_with_its_place_and_nothing_else() {
     assert!(!stderr.contains("leaked"), "V8's own noise reaches the user: {stderr}");
 }
 
+/// A bundle that imports a module (here a Node built-in, as Svelte's asynchronous rendering
+/// does) is refused at load with the import named and the fix, not "Module loading is not
+/// supported".
+#[test]
+fn a_bundle_that_imports_a_module_is_refused_with_the_import_named() {
+    let dir = crate::common::scratch("imports-node-manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = dir.join("m.json");
+    let bundle = root().join("tests/fixtures/bundles/imports_node.mjs");
+    let text = serde_json::json!({
+        "version": 1, "site": "s", "contexts": {},
+        "bundles": {"app": {"framework": "svelte", "file": bundle}},
+        "routes": [{"path": "/", "bundle": "app", "page": "Home"}]
+    });
+    std::fs::write(&manifest, text.to_string()).unwrap();
+    let out = cli().args(["render", "--url", "/", "--manifest"]).arg(&manifest).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(r#"bundle "app" failed to load: cannot import "node:async_hooks""#), "{stderr}");
+    assert!(stderr.contains("self-contained") && stderr.contains("asynchronous rendering"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_what_is_in_flight_and_exits_cleanly() {
     let origin = crate::e2e::harness::Origin::start();
