@@ -187,7 +187,41 @@ pub async fn a_page_without_data_is_cached_with_default_lifetimes(backend: Backe
     assert_eq!(h.get("/about").await.cache(), "MISS");
 }
 
+/// Every page of the app, as a visitor gets it: the fault pages with their statuses and
+/// reasons, the page that varies on a header, the page whose cookie the node drops, the page
+/// whose framing headers the node drops, and the pages a CPU budget and a heap limit stop.
+pub async fn every_page_of_the_app_is_served_with_the_right_status(backend: Backend, app: App) {
+    let h = Harness::start_app(backend, app).await;
+    let list = h.get("/products").await;
+    assert_eq!((list.status, list.cache()), (200, "MISS"));
+    assert!(text(&list.body).contains("Café &lt;Crème&gt;") || list.body.contains("Café &lt;Crème>"), "{app:?}");
+    let missing = h.get("/products/9999").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("Product not found"));
+    let broken = h.get("/broken").await;
+    assert_eq!(broken.status, 502);
+    assert!(broken.body.contains("/properties/products/items/properties/price/type"), "{}", broken.body);
+    let huge = h.get("/huge").await;
+    assert_eq!(huge.status, 502);
+    assert!(huge.body.contains("larger than this node accepts"));
+    let fr = h.get_with("/search?q=x", &[("accept-language", "fr")]).await;
+    assert_eq!(fr.status, 200);
+    assert!(text(&fr.body).contains(r#"<p class="language">fr</p>"#), "{app:?}: {}", fr.body);
+    let promo = h.get("/promo").await;
+    assert_eq!((promo.status, promo.headers.get("set-cookie")), (200, None));
+    let about = h.get("/about").await;
+    assert_eq!((about.status, about.header("x-page"), about.header("connection")), (200, "about", ""));
+    assert_eq!(about.header("content-length"), about.body.len().to_string(), "the bundle's length was dropped");
+    let spin = h.get("/spin").await;
+    assert_eq!(spin.status, 500);
+    assert!(spin.body.contains("more computing time than allowed"), "{}", spin.body);
+    let hog = h.get("/hog").await;
+    assert_eq!(hog.status, 500, "{}", hog.body);
+    assert_eq!(h.get("/products/7").await.status, 200, "the node serves on after both");
+}
+
 on_every_app_and_store!(
+    every_page_of_the_app_is_served_with_the_right_status,
     miss_hit_then_a_mutation_rerenders_only_affected_pages,
     stale_pages_are_served_while_one_background_render_refreshes_them,
     stale_pages_are_served_when_the_origin_is_down_within_stale_if_error,
