@@ -2,7 +2,9 @@
 //! Svelte): isolate creation from the app snapshot, pure in-isolate render time, the same
 //! render through the pool (one worker, one request at a time: the pool's overhead), pool
 //! throughput with every core busy, and Node rendering the same bundle with the same input;
-//! then one table comparing the three frameworks.
+//! for bundles with `renderStream` (React, Vue), the same page streamed: time to first byte,
+//! time to last byte and renders/s beside the buffered path; then tables comparing the three
+//! frameworks.
 //!
 //! Run with `bench/run.sh` (builds the fixtures first) or `cargo bench --bench render`. Each
 //! framework runs in a process of its own (this binary again, with `MIZAN_BENCH_APP` set): a
@@ -11,11 +13,13 @@
 use mizan_render::abi::input_json;
 use mizan_render::manifest::Manifest;
 use mizan_render::oneshot::{OriginAnswer, page_input};
-use mizan_render::pool::{BundleSource, Isolate, Isolation, Pool, PoolConfig, snapshot};
+use mizan_render::pool::{BundleSource, Isolate, Isolation, Pool, PoolConfig, RenderOptions, snapshot};
 use serde_json::{Value, json};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +74,39 @@ fn compare() {
             node.map_or("".into(), |n| format!("{:.2}x", ours / n)),
         );
     }
+    println!();
+    println!("## Streamed vs buffered misses (product list, through the pool)");
+    println!();
+    println!("One worker, one render at a time: a buffered page's first byte leaves with its last.");
+    println!();
+    println!(
+        "| framework | buffered: first = last byte | streamed: first byte | streamed: last byte | buffered, {0} workers | streamed, {0} workers |",
+        rows[0].1["cores"]
+    );
+    println!("|---|---|---|---|---|---|");
+    for (app, s) in &rows {
+        let stream = &s["stream"];
+        if stream.is_null() {
+            println!(
+                "| {app} | {:.3} ms | no renderStream: renders buffered | | {:.0} renders/s | |",
+                f(&s["pooled_ms"]),
+                f(&s["throughput"])
+            );
+            continue;
+        }
+        println!(
+            "| {app} | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} renders/s | {:.0} renders/s |",
+            f(&s["pooled_ms"]),
+            f(&stream["ttfb_ms"]),
+            f(&stream["ttlb_ms"]),
+            f(&s["throughput"]),
+            f(&stream["throughput"]),
+        );
+    }
+}
+
+fn f(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
 }
 
 fn bench(app: &str) {
@@ -111,6 +148,35 @@ fn bench(app: &str) {
         (ms(t) / RENDERS as f64, html_len)
     });
 
+    // Pure streamed render (`renderStream`), for a bundle that has it: the same page in chunks,
+    // each handed out as it comes; when the first one left, and when the last did.
+    let pure_stream = tokio.block_on(async {
+        let mut isolate = Isolate::new(app_snapshot, &name, 256 << 20).unwrap();
+        if !isolate.streams() {
+            return None;
+        }
+        let mut render = async || {
+            let (t, first, chunks) = (Instant::now(), Rc::new(Cell::new(None)), Rc::new(Cell::new(0)));
+            let (seen, counted) = (first.clone(), chunks.clone());
+            let chunk = move |_: &[u8]| {
+                seen.set(seen.get().or(Some(Instant::now())));
+                counted.set(counted.get() + 1);
+                true
+            };
+            isolate.render_stream(&name, &page, &json, |_, _| {}, chunk).await.unwrap();
+            (first.get().map_or(f64::NAN, |f: Instant| (f - t).as_secs_f64() * 1e3), ms(t), chunks.get())
+        };
+        for _ in 0..WARMUP {
+            render().await;
+        }
+        let (mut first, mut last, mut chunks) = (0.0, 0.0, 0);
+        for _ in 0..RENDERS {
+            let (f, l, c) = render().await;
+            (first, last, chunks) = (first + f, last + l, c);
+        }
+        Some((first / RENDERS as f64, last / RENDERS as f64, chunks))
+    });
+
     // What the pool does before the hop: the input to JSON text, on the caller's thread.
     let t = Instant::now();
     for _ in 0..RENDERS {
@@ -132,12 +198,35 @@ fn bench(app: &str) {
         }
         ms(t) / RENDERS as f64
     });
+    // The same, streamed: when the caller has the first chunk, and the last.
+    let streamed = pool.streams(&name).then(|| {
+        multi.block_on(async {
+            let render = async || {
+                let t = Instant::now();
+                let mut stream = pool.render_stream_with(&name, &page, &input, RenderOptions::default()).await.unwrap();
+                stream.next_chunk().await.unwrap();
+                let first = ms(t);
+                while stream.next_chunk().await.unwrap().is_some() {}
+                (first, ms(t))
+            };
+            for _ in 0..WARMUP {
+                render().await;
+            }
+            let (mut first, mut last) = (0.0, 0.0);
+            for _ in 0..RENDERS {
+                let (f, l) = render().await;
+                (first, last) = (first + f, last + l);
+            }
+            (first / RENDERS as f64, last / RENDERS as f64)
+        })
+    });
     drop(pool);
 
     // Throughput: one worker per core, enough requests in flight to keep them busy.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let input = Arc::new(input);
-    let module_throughput = throughput(&multi, &bundle, cores, &name, &page, &input, RENDERS);
+    let module_throughput = throughput(&multi, &bundle, cores, &name, &page, &input, RENDERS, false);
+    let streamed_throughput = streamed.map(|_| throughput(&multi, &bundle, cores, &name, &page, &input, RENDERS, true));
 
     // Strict isolation (`isolation: "render"`): every render starts from a fresh isolate; the
     // worker replaces it after answering, so a busy worker pays the creation per render.
@@ -156,7 +245,7 @@ fn bench(app: &str) {
         ms(t) / (RENDERS / 4) as f64
     });
     drop(pool);
-    let strict_throughput = throughput(&multi, &strict, cores, &name, &page, &input, RENDERS / 4);
+    let strict_throughput = throughput(&multi, &strict, cores, &name, &page, &input, RENDERS / 4, false);
 
     let node = node_render(&root, &bundle_path, &json);
 
@@ -194,6 +283,27 @@ fn bench(app: &str) {
         "| strict isolation throughput, {cores} workers | {strict_throughput:.0} renders/s = {:.0} % of module isolation |",
         strict_throughput / module_throughput * 100.0
     );
+    match (pure_stream, streamed, streamed_throughput) {
+        (Some((pure_first, pure_last, chunks)), Some((first, last)), Some(streamed_throughput)) => {
+            println!(
+                "| pure in-isolate render, streamed (renderStream), {chunks} chunks | first chunk after {pure_first:.3} ms, last after {pure_last:.3} ms ({:+.0} % vs buffered) |",
+                (pure_last / pure.0 - 1.0) * 100.0
+            );
+            println!(
+                "| through the pool, 1 worker, sequential, buffered: first byte = last byte | {pooled:.3} ms/render |"
+            );
+            println!("| through the pool, 1 worker, sequential, streamed: time to first byte | {first:.3} ms |");
+            println!("| through the pool, 1 worker, sequential, streamed: time to last byte | {last:.3} ms |");
+            println!(
+                "| pool throughput streamed, {cores} workers, {} in flight | {streamed_throughput:.0} renders/s = {:.0} % of buffered |",
+                4 * cores,
+                streamed_throughput / module_throughput * 100.0
+            );
+        }
+        _ => {
+            println!("| streamed (renderStream) | the bundle has none: a route that asks to stream renders buffered |")
+        }
+    }
     match node {
         Some((node_ms, bytes)) => {
             assert_eq!(bytes, pure.1, "Node rendered a different page");
@@ -202,15 +312,19 @@ fn bench(app: &str) {
         }
         None => println!("| Node | not found on PATH |"),
     }
+    let stream = streamed
+        .zip(streamed_throughput)
+        .map(|((ttfb, ttlb), throughput)| json!({"ttfb_ms": ttfb, "ttlb_ms": ttlb, "throughput": throughput}));
     let summary = json!({
-        "bytes": pure.1, "pure_ms": pure.0, "throughput": module_throughput, "cores": cores,
-        "node_ms": node.map(|(ms, _)| ms),
+        "bytes": pure.1, "pure_ms": pure.0, "pooled_ms": pooled, "throughput": module_throughput, "cores": cores,
+        "node_ms": node.map(|(ms, _)| ms), "stream": stream,
     });
     println!("summary {summary}");
 }
 
 /// Renders per second of a pool of `cores` workers for `bundle`, with four requests in flight
-/// per worker.
+/// per worker; `streamed`: through `renderStream`, each caller reading the body to its end.
+#[allow(clippy::too_many_arguments)]
 fn throughput(
     runtime: &tokio::runtime::Runtime,
     bundle: &BundleSource,
@@ -219,6 +333,7 @@ fn throughput(
     page: &str,
     input: &Arc<mizan_render::abi::PageInput>,
     renders: usize,
+    streamed: bool,
 ) -> f64 {
     let config = PoolConfig { workers: cores, queue: 1024, max_renders_per_isolate: u64::MAX, ..PoolConfig::default() };
     let pool = Arc::new(Pool::start(config, std::slice::from_ref(bundle)).unwrap());
@@ -229,7 +344,12 @@ fn throughput(
                     let (pool, input, name, page) = (pool.clone(), input.clone(), name.to_string(), page.to_string());
                     tokio::spawn(async move {
                         for _ in 0..n / (4 * cores) {
-                            pool.render(&name, &page, &input).await.unwrap();
+                            if streamed {
+                                let stream = pool.render_stream_with(&name, &page, &input, RenderOptions::default());
+                                stream.await.unwrap().collect().await.unwrap();
+                            } else {
+                                pool.render(&name, &page, &input).await.unwrap();
+                            }
                         }
                     })
                 })

@@ -5,7 +5,7 @@
 // table that the Rust side calls to render a page. Runs once, at build time, into the base
 // startup snapshot; nothing here runs per isolate or per render.
 import { core, primordials } from "ext:core/mod.js";
-import { op_mizan_console } from "ext:core/ops";
+import { op_mizan_chunk, op_mizan_console } from "ext:core/ops";
 
 const {
   ArrayPrototypePush,
@@ -16,8 +16,10 @@ const {
   ObjectDefineProperties,
   ObjectDefineProperty,
   ObjectFreeze,
+  ObjectPrototypeIsPrototypeOf,
   SafeMap,
   TypeError,
+  TypedArrayPrototypeGetSymbolToStringTag,
 } = primordials;
 
 const web = (name) => core.loadExtScript(`ext:deno_web/${name}`);
@@ -155,7 +157,10 @@ function shape() {
   return changes.join(", ");
 }
 
-/** Called from Rust once per isolate, after it was created from the snapshot. */
+/**
+ * Called from Rust once per isolate, after it was created from the snapshot. Returns whether
+ * the bundle can stream a page (its default export has `renderStream(input)`).
+ */
 function init(name) {
   if (owner !== null) throw new TypeError("this isolate already renders a bundle");
   owner = name;
@@ -165,6 +170,7 @@ function init(name) {
   // what it needs from it when the isolate was created.
   delete globalThis.Deno;
   performance.setTimeOrigin();
+  return typeof bundles.get(name)?.renderStream === "function";
 }
 
 /** What a thrown value that is not an Error says: its JSON, else its string form. */
@@ -182,18 +188,81 @@ function describe(value) {
   }
 }
 
-/** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
-async function render(name, input) {
+/** The default export of the bundle this isolate renders, if `name` is it. */
+function owned(name) {
   const entry = name === owner ? bundles.get(name) : undefined;
   if (entry === undefined) {
     throw new Error(`bundle "${name}" is not loaded in this isolate`);
   }
+  return entry;
+}
+
+/** A thrown value as an Error: one that is not an Error says what it was. */
+function asError(error) {
+  if (error instanceof Error) return error;
+  return new Error(`render threw a value that is not an Error: ${describe(error)}`);
+}
+
+/** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
+async function render(name, input) {
+  const entry = owned(name);
   try {
     // The result is checked on the Rust side, which names what is wrong with it.
     return await entry.render(JSONParse(input));
   } catch (error) {
-    if (error instanceof Error) throw error;
-    throw new Error(`render threw a value that is not an Error: ${describe(error)}`);
+    throw asError(error);
+  }
+}
+
+/**
+ * Called from Rust per streaming render: the bundle's `renderStream(input)`, resolving to
+ * `{ status, headers, body }`. Rust reads the head (checked there), then calls `pump` with
+ * the same object.
+ */
+async function renderStream(name, input) {
+  const entry = owned(name);
+  if (typeof entry.renderStream !== "function") {
+    throw new TypeError(`bundle "${name}" has no renderStream(input)`);
+  }
+  let result;
+  try {
+    result = await entry.renderStream(JSONParse(input));
+  } catch (error) {
+    throw asError(error);
+  }
+  if (
+    result === null || typeof result !== "object" ||
+    !ObjectPrototypeIsPrototypeOf(streams.ReadableStreamPrototype, result.body)
+  ) {
+    throw new TypeError(
+      "invalid render result: renderStream() must resolve to { status, headers, body } with body a ReadableStream",
+    );
+  }
+  return result;
+}
+
+/**
+ * Called from Rust after `renderStream`: reads the body to its end and hands each chunk to
+ * Rust as it comes (op_mizan_chunk), so the first bytes leave while the page still renders.
+ * Rejects when the body errors: Rust then fails the render after the chunks already sent.
+ */
+async function pump(result) {
+  const reader = result.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      if (TypedArrayPrototypeGetSymbolToStringTag(value) !== "Uint8Array") {
+        const kind = typeof value === "object" && value !== null ? value.constructor?.name : typeof value;
+        throw new TypeError(`renderStream() body chunks must be Uint8Array, got ${kind}`);
+      }
+      if (!op_mizan_chunk(value)) {
+        await reader.cancel();
+        throw new Error("nobody reads this render any more");
+      }
+    }
+  } catch (error) {
+    throw asError(error);
   }
 }
 
@@ -208,7 +277,7 @@ function settle() {
 }
 
 ObjectDefineProperty(globalThis, "__mizan", {
-  value: ObjectFreeze({ register, init, render, settle, shape }),
+  value: ObjectFreeze({ register, init, render, renderStream, pump, settle, shape }),
   enumerable: false,
   writable: false,
   configurable: false,

@@ -1,7 +1,8 @@
 //! The bundle ABI: what crosses from Rust into a framework SSR bundle and back.
 //!
 //! A bundle is an ES module whose default export has `render(input)`, resolving to
-//! `{ status, headers, html }`. The same bundle runs unchanged in our isolates, in Node and in
+//! `{ status, headers, html }`, and optionally `renderStream(input)`, resolving to
+//! `{ status, headers, body }` with `body` a `ReadableStream` of the document's bytes. The same bundle runs unchanged in our isolates, in Node and in
 //! workerd; `docs/bundle-abi.md` is the normative description.
 
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,15 @@ pub(crate) struct RawRendered {
     #[serde(default)]
     pub headers: RawHeaders,
     pub html: String,
+}
+
+/// `renderStream()`'s resolved value as the bundle returns it, but its `body` (read apart).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHead {
+    #[serde(default = "ok_status")]
+    pub status: u32,
+    #[serde(default)]
+    pub headers: RawHeaders,
 }
 
 fn ok_status() -> u32 {

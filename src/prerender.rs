@@ -53,7 +53,7 @@ pub async fn run(node: &Arc<Node>) -> Report {
         let node = node.clone();
         async move {
             let headers = http::HeaderMap::new();
-            let request = PageRequest { path: &url, query: "", headers: &headers };
+            let request = PageRequest { path: &url, query: "", headers: &headers, stream: false };
             let outcome = node.page(&request).await.map(|_| ()).map_err(|e| e.to_string());
             (url, outcome)
         }

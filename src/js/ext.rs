@@ -4,13 +4,13 @@
 //! and into the library, which restores isolates from that snapshot. Both must declare the
 //! same extensions in the same order, so both take them from [`extensions`].
 
-use deno_core::{Extension, op2};
+use deno_core::{Extension, OpState, op2};
 use std::sync::Arc;
 
 deno_core::extension!(
     mizan_runtime,
     deps = [deno_webidl, deno_web],
-    ops = [op_mizan_console],
+    ops = [op_mizan_console, op_mizan_chunk],
     esm_entry_point = "ext:mizan_runtime/01_globals.js",
     esm = [dir "runtime-js", "01_globals.js"],
 );
@@ -39,4 +39,19 @@ fn op_mizan_console(level: u32, #[string] msg: &str) {
         2 => tracing::warn!(target: "mizan::js", "{msg}"),
         _ => tracing::error!(target: "mizan::js", "{msg}"),
     }
+}
+
+/// Where the body of the streaming render in progress goes, chunk by chunk: installed in the
+/// isolate's `OpState` for the length of one render. Returns `false` when nobody reads it.
+pub struct ChunkSink(pub Box<ChunkFn>);
+
+/// What a [`ChunkSink`] does with a chunk.
+pub type ChunkFn = dyn FnMut(&[u8]) -> bool;
+
+/// One chunk of a streaming render's body, from the bootstrap's `pump`: handed to the
+/// [`ChunkSink`] at once, so it can leave the thread while the render goes on. `false` when
+/// there is no sink or its reader is gone: the bootstrap stops reading the body.
+#[op2(fast)]
+fn op_mizan_chunk(state: &mut OpState, #[buffer] chunk: &[u8]) -> bool {
+    state.try_borrow_mut::<ChunkSink>().is_some_and(|sink| (sink.0)(chunk))
 }

@@ -191,6 +191,10 @@ pub struct Route {
     /// `--render-cpu-ms`): for pages known to be heavy.
     #[serde(default)]
     pub cpu_ms: Option<u64>,
+    /// A miss streams the page to the visitor as it renders (the bundle's
+    /// `renderStream(input)`); a bundle without it renders such a route buffered.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// One context a route reads, with how its params are built from the request.

@@ -1,7 +1,9 @@
 //! Request coalescing: concurrent misses for one key share one flight (one origin fetch,
 //! one render). The flight runs as its own task, so a client that goes away does not cancel
 //! the render the others wait for, and it leaves the table when it lands, whatever its
-//! outcome: the next miss after that starts a new flight.
+//! outcome: the next miss after that starts a new flight. A flight may answer before it is
+//! over ([`Pilot`]: a page whose body still streams); it then stays in the table, and callers
+//! that join it get the same answer, until it lands.
 
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
@@ -9,17 +11,71 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-type Flight<T> = Shared<BoxFuture<'static, Option<T>>>;
+type SharedFuture<T> = Shared<BoxFuture<'static, T>>;
+
+/// One flight in the table.
+struct Flight<T> {
+    /// Its outcome, for every caller that joins it.
+    outcome: SharedFuture<Option<T>>,
+    /// Resolves when it has left the table.
+    landed: SharedFuture<()>,
+}
+
+impl<T> Clone for Flight<T> {
+    fn clone(&self) -> Self {
+        Self { outcome: self.outcome.clone(), landed: self.landed.clone() }
+    }
+}
+
+type Table<T> = Arc<Mutex<HashMap<String, Flight<T>>>>;
 
 /// In-flight work by key. `T` is the shared outcome (cheap to clone: an `Arc` or a `Result`
 /// of `Arc`s).
 pub struct Coalescer<T> {
-    flights: Arc<Mutex<HashMap<String, Flight<T>>>>,
+    flights: Table<T>,
 }
 
 impl<T> Default for Coalescer<T> {
     fn default() -> Self {
         Self { flights: Arc::default() }
+    }
+}
+
+/// The work of a flight, as [`Coalescer::run_piloted`] gives it: it may answer the callers
+/// before it is over (a page whose body still streams), and leave the table when it chooses.
+/// Whatever it did not do is done when the work returns: leave, then answer with its result.
+pub struct Pilot<T> {
+    inner: Arc<Mutex<PilotState<T>>>,
+}
+
+impl<T> Clone for Pilot<T> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+struct PilotState<T> {
+    answer: Option<tokio::sync::oneshot::Sender<T>>,
+    leave: Option<Leave<T>>,
+}
+
+impl<T> Pilot<T> {
+    fn state(&self) -> std::sync::MutexGuard<'_, PilotState<T>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives every caller of the flight, present and to come, its outcome now. Only the first
+    /// answer counts.
+    pub fn answer(&self, outcome: T) {
+        if let Some(answer) = self.state().answer.take() {
+            let _ = answer.send(outcome);
+        }
+    }
+
+    /// Leaves the table: the next caller for the key starts a new flight.
+    pub fn land(&self) {
+        let leave = self.state().leave.take();
+        drop(leave);
     }
 }
 
@@ -31,8 +87,18 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        self.run_piloted(key, |_| work()).await
+    }
+
+    /// As [`Coalescer::run`], for work that may answer before it is over ([`Pilot`]): the
+    /// flight stays in the table, so later callers join it and get the same outcome, until
+    /// the work lands it or returns.
+    pub async fn run_piloted<F>(&self, key: &str, work: impl FnOnce(Pilot<T>) -> F) -> (Option<T>, bool)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
         let (flight, leader) = self.join(key, work);
-        (flight.await, leader)
+        (flight.outcome.await, leader)
     }
 
     /// Starts the flight for `key` if there is none, without waiting for it (background
@@ -41,10 +107,10 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
-        self.join(key, work).1
+        self.join(key, |_| work()).1
     }
 
-    fn join<F>(&self, key: &str, work: impl FnOnce() -> F) -> (Flight<T>, bool)
+    fn join<F>(&self, key: &str, work: impl FnOnce(Pilot<T>) -> F) -> (Flight<T>, bool)
     where
         F: Future<Output = T> + Send + 'static,
     {
@@ -54,17 +120,26 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
         }
         // The flight is in the table before its task can finish, so the task's removal
         // always finds it.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let flight: Flight<T> = async move { rx.await.ok() }.boxed().shared();
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let (landing, landed) = tokio::sync::oneshot::channel::<()>();
+        let flight = Flight {
+            outcome: async move { outcome.await.ok() }.boxed().shared(),
+            landed: async move {
+                let _ = landed.await;
+            }
+            .boxed()
+            .shared(),
+        };
         flights.insert(key.to_string(), flight.clone());
-        let leave = Leave { table: self.flights.clone(), key: key.to_string() };
-        let work = work();
+        let leave = Leave { table: self.flights.clone(), key: key.to_string(), _landing: landing };
+        let pilot = Pilot { inner: Arc::new(Mutex::new(PilotState { answer: Some(answer), leave: Some(leave) })) };
+        let work = work(pilot.clone());
         tokio::spawn(async move {
             let outcome = work.await;
-            // Leaves the table before answering; if the work panicked, the guard's drop does
+            // Leaves the table before answering; if the work panicked, the pilot's drop does
             // it during unwinding and the waiters get `None`.
-            drop(leave);
-            let _ = tx.send(outcome);
+            pilot.land();
+            pilot.answer(outcome);
         });
         (flight, true)
     }
@@ -73,14 +148,14 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     pub fn waiting(&self, key: &str) -> usize {
         let flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         // The table's own handle is not a waiter.
-        flights.get(key).and_then(Shared::strong_count).map_or(0, |n| n.saturating_sub(1))
+        flights.get(key).and_then(|f| f.outcome.strong_count()).map_or(0, |n| n.saturating_sub(1))
     }
 
-    /// Waits for the flight of `key`, if one is in the air.
+    /// Waits until the flight of `key`, if one is in the air, has left the table.
     pub async fn settle(&self, key: &str) {
         let flight = self.flights.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
         if let Some(flight) = flight {
-            flight.await;
+            flight.landed.await;
         }
     }
 
@@ -91,9 +166,11 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
 }
 
 /// Removes a flight from the table when dropped: when it lands, or when its work panics.
+/// Then its `landed` future resolves.
 struct Leave<T> {
-    table: Arc<Mutex<HashMap<String, Flight<T>>>>,
+    table: Table<T>,
     key: String,
+    _landing: tokio::sync::oneshot::Sender<()>,
 }
 
 impl<T> Drop for Leave<T> {
@@ -140,5 +217,32 @@ mod tests {
         assert!(coalescer.keys().is_empty(), "the flight leaves the table when it lands");
         // The next miss flies again.
         assert_eq!(coalescer.run("k", || async { 7 }).await, (Some(7), true));
+    }
+
+    #[tokio::test]
+    async fn a_piloted_flight_answers_early_and_stays_joinable_until_it_lands() {
+        let coalescer = Arc::new(Coalescer::<usize>::default());
+        let (release, mut gate) = tokio::sync::watch::channel(false);
+        let (outcome, leader) = coalescer
+            .run_piloted("k", move |pilot| async move {
+                pilot.answer(1);
+                let _ = gate.wait_for(|open| *open).await;
+                pilot.land();
+                2
+            })
+            .await;
+        assert_eq!((outcome, leader), (Some(1), true), "answered before the work is over");
+        // Still in the air: a caller now joins it and gets the same answer.
+        let joined = coalescer.run("k", || async { 3 }).await;
+        assert_eq!(joined, (Some(1), false));
+        let settled = tokio::spawn({
+            let coalescer = coalescer.clone();
+            async move { coalescer.settle("k").await }
+        });
+        assert!(!settled.is_finished());
+        release.send(true).unwrap();
+        settled.await.unwrap();
+        assert!(coalescer.keys().is_empty(), "landed");
+        assert_eq!(coalescer.run("k", || async { 4 }).await, (Some(4), true));
     }
 }

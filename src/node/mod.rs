@@ -1,12 +1,14 @@
 //! The render node: everything a request needs, built once at start-up and shared by the
-//! HTTP handlers as `Arc<Node>`. The page pipeline is in [`page`], request coalescing in
-//! [`coalesce`].
+//! HTTP handlers as `Arc<Node>`. The page pipeline is in [`page`] (rendering a page in
+//! `render`), request coalescing in [`coalesce`], streaming misses in [`stream`].
 
 pub mod coalesce;
 pub mod memo;
 pub mod page;
 pub mod purges;
 pub mod quarantine;
+mod render;
+pub mod stream;
 
 use crate::cache::invalidate::Invalidation;
 use crate::cache::memory::MemoryStore;
@@ -296,6 +298,13 @@ impl Node {
         let pool = tokio::task::spawn_blocking(move || Pool::start(pool_config, &sources))
             .await
             .map_err(|e| RenderError::Setup(e.to_string()))??;
+        for route in manifest.routes.iter().filter(|r| r.stream && !pool.streams(&r.bundle)) {
+            tracing::warn!(
+                route = %route.path,
+                bundle = %route.bundle,
+                "the route asks to stream, but its bundle has no renderStream(input) (Svelte 5 has no streaming renderer): its misses render buffered"
+            );
+        }
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
             StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, &manifest.site)?),

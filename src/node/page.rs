@@ -2,18 +2,22 @@
 //! data cache or the origin -> render -> store -> serve, with the freshness rules of
 //! docs/protocol.md (fresh, stale-while-revalidate with one background re-render,
 //! stale-if-error) and no-store pages that never touch the cache.
+//!
+//! A miss of a route that asks to stream (`"stream": true`, on a bundle with `renderStream`)
+//! takes a streaming flight: its callers are answered as soon as the page's head is known and
+//! read its body ([`LiveBody`]) as the render produces it; the whole page is stored when the
+//! body is complete, never when the render failed. Every other render is buffered.
 
 use super::Node;
-use super::quarantine::{Admission, Outcome, Probe};
-use crate::abi::{DependencyData, DependencyError, PageInput};
+use super::quarantine::{Admission, Probe};
+use super::stream::LiveBody;
+use crate::cache::Entry;
 use crate::cache::key::{PageKeyParts, canonical_header_value, canonical_vary, normalize_path};
-use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
-use crate::cache::{Entry, Generations, PutOutcome};
-use crate::manifest::{CachePolicy, CacheTimes, MAX_URL_LEN, RouteError, RouteMatch};
-use crate::origin::{Answer, Directives, OriginError};
-use crate::pool::{RenderError, RenderOptions};
+use crate::cache::meta::{Freshness, Meta};
+use crate::manifest::{CachePolicy, MAX_URL_LEN, RouteError, RouteMatch};
+use crate::origin::OriginError;
+use crate::pool::RenderError;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -74,8 +78,11 @@ impl CacheState {
 /// A page ready to send.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The page: body, status, headers and entity tag in its metadata.
+    /// The page: body, status, headers and entity tag in its metadata. While `live` is set,
+    /// the body is there instead, and the page has no entity tag yet.
     pub page: Arc<Entry>,
+    /// The body of a page still rendering (a streaming miss): read it from here.
+    pub live: Option<Arc<LiveBody>>,
     /// How it was served.
     pub state: CacheState,
     /// Seconds since it was rendered.
@@ -93,6 +100,9 @@ pub struct PageRequest<'a> {
     pub query: &'a str,
     /// Request headers.
     pub headers: &'a http::HeaderMap,
+    /// Whether the response may stream a miss of a route that asks to (`false` for HEAD and
+    /// prerendering: those wait for the whole page).
+    pub stream: bool,
 }
 
 impl PageRequest<'_> {
@@ -105,16 +115,16 @@ impl PageRequest<'_> {
 #[derive(Debug)]
 pub struct Target {
     /// The page key (empty for no-store pages, which have none).
-    key: String,
+    pub(super) key: String,
     /// The normalised path and the canonical declared query: all a render sees of the URL.
-    url: String,
+    pub(super) url: String,
     /// The route match.
-    matched: RouteMatch,
+    pub(super) matched: RouteMatch,
     /// The route's vary headers, lower case.
     vary: Vec<String>,
     /// The declared vary headers this request carries, canonical values: they reach the
     /// render (`input.headers`) and the origin, as they reach the key.
-    headers: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
     /// A dependency is never cached: neither is the page.
     no_store: bool,
 }
@@ -153,10 +163,12 @@ pub enum Sharing {
 /// A flight's page and what may be done with it.
 #[derive(Debug, Clone)]
 pub struct Flown {
-    /// The page.
+    /// The page (of a streaming flight: its head, the body being in `live`).
     pub page: Arc<Entry>,
     /// Whether it may be stored or shared.
     pub sharing: Sharing,
+    /// The body of a page still rendering, for every caller of the flight.
+    pub live: Option<Arc<LiveBody>>,
 }
 
 /// Longest a response waits for the store to take a write: a locked or slow store costs a
@@ -168,19 +180,6 @@ pub const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
 
 /// Cookie and Authorization, forwarded to the origin for no-store pages only.
 const CREDENTIALS: [&str; 2] = ["cookie", "authorization"];
-
-/// The lifetimes `(ttl, swr, sie)` of an answer: the manifest's `times`, shortened (never
-/// lengthened) by the origin's `max-age` / `stale-while-revalidate`, bounded to a year.
-fn answer_lifetimes(times: CacheTimes, directives: &Directives) -> (u64, u64, u64) {
-    let ttl = directives.max_age.map_or(times.ttl, |m| m.min(times.ttl));
-    let swr = directives.swr.map_or(times.swr, |m| m.min(times.swr));
-    (ttl.min(MAX_LIFETIME_S), swr.min(MAX_LIFETIME_S), times.sie.min(MAX_LIFETIME_S))
-}
-
-/// Statuses a rendered page is stored with.
-fn storable(status: u16) -> bool {
-    matches!(status, 200 | 404)
-}
 
 impl Node {
     /// Where a request goes: its route match, page key and vary headers. Memoised by the raw
@@ -247,7 +246,13 @@ impl Node {
             if entry.meta.freshness(now) == Freshness::Fresh {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 let age_s = now.saturating_sub(entry.meta.created_at) / 1000;
-                return Ok(Served { page: entry, state: CacheState::Hit, age_s, vary: target.vary.clone() });
+                return Ok(Served {
+                    page: entry,
+                    live: None,
+                    state: CacheState::Hit,
+                    age_s,
+                    vary: target.vary.clone(),
+                });
             }
         }
         Box::pin(self.page_slow(target, request)).await
@@ -290,7 +295,7 @@ impl Node {
             match freshness {
                 Freshness::Fresh => {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Served { page, state: CacheState::Hit, age_s: age(&entry.meta), vary });
+                    return Ok(Served { page, live: None, state: CacheState::Hit, age_s: age(&entry.meta), vary });
                 }
                 Freshness::StaleWhileRevalidate => {
                     let (node, flight) = (self.clone(), target.clone());
@@ -306,7 +311,7 @@ impl Node {
                         });
                     }
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Served { page, state: CacheState::Stale, age_s: age(&entry.meta), vary });
+                    return Ok(Served { page, live: None, state: CacheState::Stale, age_s: age(&entry.meta), vary });
                 }
                 Freshness::StaleIfError | Freshness::Expired => {}
             }
@@ -319,52 +324,42 @@ impl Node {
                 Some(entry) if freshness == Freshness::StaleIfError => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     let age_s = age(&entry.meta);
-                    return Ok(Served { page: entry, state: CacheState::Stale, age_s, vary });
+                    return Ok(Served { page: entry, live: None, state: CacheState::Stale, age_s, vary });
                 }
                 _ => return Err(refused),
             },
         };
         let (node, flight) = (self.clone(), target.clone());
-        let (outcome, leader) = self.flights.run(key, move || async move { node.render_and_store(flight).await }).await;
+        let route = &self.manifest.routes[target.matched.index];
+        let (outcome, leader) = if request.stream && route.stream && self.pool.streams(&route.bundle) {
+            let work = move |pilot| async move { node.stream_and_store(flight, pilot).await };
+            self.flights.run_piloted(key, work).await
+        } else {
+            self.flights.run(key, move || async move { node.render_and_store(flight).await }).await
+        };
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(PageError::Internal("the render flight panicked"))));
         match (outcome, cached) {
-            (Ok(Flown { page, sharing: Sharing::Private }), _) => {
+            (Ok(Flown { page, sharing: Sharing::Private, live }), _) => {
                 // The origin marked an answer private: the page belongs to the request it was
                 // rendered for, never to the others that waited on it.
                 if leader {
                     self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-                    Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary })
+                    Ok(Served { page, live, state: CacheState::Bypass, age_s: 0, vary })
                 } else {
                     self.private_render(&target, Vec::new()).await
                 }
             }
             (Ok(flown), _) => {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                Ok(Served { page: flown.page, state: CacheState::Miss, age_s: 0, vary })
+                Ok(Served { page: flown.page, live: flown.live, state: CacheState::Miss, age_s: 0, vary })
             }
             (Err(error), Some(entry)) if freshness == Freshness::StaleIfError => {
                 tracing::warn!(%key, error = %error, "serving stale: the origin or the render failed");
                 self.stats.stale.fetch_add(1, Ordering::Relaxed);
                 let age_s = age(&entry.meta);
-                Ok(Served { page: entry, state: CacheState::Stale, age_s, vary })
+                Ok(Served { page: entry, live: None, state: CacheState::Stale, age_s, vary })
             }
             (Err(error), _) => Err(error),
-        }
-    }
-
-    /// `store.put(entry)`, given up after `wait` (counted as a store error): a response never
-    /// waits longer than that for the cache.
-    async fn put_within(
-        &self,
-        wait: std::time::Duration,
-        entry: Entry,
-    ) -> Result<PutOutcome, crate::cache::CacheError> {
-        match tokio::time::timeout(wait, self.store.put(entry)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(crate::cache::CacheError::Unavailable {
-                store: self.store.name(),
-                message: format!("no answer to a write within {} ms", wait.as_millis()),
-            }),
         }
     }
 
@@ -390,251 +385,6 @@ impl Node {
     ) -> Result<Served, Arc<PageError>> {
         self.stats.bypass.fetch_add(1, Ordering::Relaxed);
         let (page, _) = self.render("", target, None, credentials).await.map_err(Arc::new)?;
-        Ok(Served { page, state: CacheState::Bypass, age_s: 0, vary: target.vary.clone() })
+        Ok(Served { page, live: None, state: CacheState::Bypass, age_s: 0, vary: target.vary.clone() })
     }
-
-    /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
-    async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
-        let key = &target.key;
-        let tags = dependency_tags(target.matched.deps.iter().map(|(c, p)| (c.as_str(), p)));
-        // Read before anything else: a purge from here on drops this render's write.
-        let generations = match self.store.generations(&tags).await {
-            Ok(g) => Some(g),
-            Err(e) => {
-                self.store_failed("generations", &e);
-                None
-            }
-        };
-        let (page, sharing) = self.render(key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
-        let page = shareable(page);
-        if sharing != Sharing::Stored {
-            return Ok(Flown { page, sharing });
-        }
-        match self.put_within(PUT_WAIT, (*page).clone()).await {
-            Ok(PutOutcome::Stored) => {}
-            Ok(PutOutcome::Dropped { tag }) => {
-                self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%key, %tag, "render not stored: {tag} was purged while it ran");
-            }
-            Err(e) => self.store_failed("put", &e),
-        }
-        Ok(Flown { page, sharing })
-    }
-
-    /// Fetches the dependencies and renders. Returns the page as an entry under `key`, and
-    /// what may be done with it: stored (no no-store dependency or answer, the generations
-    /// were read, a cacheable status), shared only, or private to this request.
-    async fn render(
-        &self,
-        key: &str,
-        target: &Target,
-        generations: Option<Generations>,
-        credentials: Vec<(String, String)>,
-    ) -> Result<(Arc<Entry>, Sharing), PageError> {
-        let matched = &target.matched;
-        let route = &self.manifest.routes[matched.index];
-        // What reaches the origin beside the params: the visitor's credentials (never-cached
-        // pages only) and the declared vary headers, which the page key already holds.
-        let mut forwarded = credentials;
-        forwarded.extend(target.headers.iter().cloned());
-        let fetches = matched
-            .deps
-            .iter()
-            .map(|(context, params)| self.dependency(context, params, generations.as_ref(), &forwarded));
-        let answers = futures_util::future::join_all(fetches).await;
-        let mut input = PageInput {
-            url: target.url.clone(),
-            route: route.path.clone(),
-            params: matched.params.clone(),
-            query: matched.query.clone(),
-            headers: target.headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect(),
-            ..PageInput::default()
-        };
-        let bundle = self.bundles.get(&route.bundle);
-        if let Some(client) = bundle.and_then(|b| b.client_url.clone()) {
-            input.assets.insert("client".into(), Value::String(client));
-        }
-        // A page's lifetimes are the minimum over its dependencies; one without any keeps the
-        // manifest's defaults. Bounded to a year, so no store's expiry arithmetic overflows.
-        let mut lifetimes = Some(if matched.deps.is_empty() {
-            let d = CacheTimes::default();
-            (d.ttl, d.swr, d.sie)
-        } else {
-            (MAX_LIFETIME_S, MAX_LIFETIME_S, MAX_LIFETIME_S)
-        });
-        for ((context, params), answer) in matched.deps.iter().zip(answers) {
-            let (answer, directives) = answer?;
-            lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
-                (CachePolicy::Cached(times), Some((t, s, e))) if !directives.no_store => {
-                    let (ttl, swr, sie) = answer_lifetimes(times, &directives);
-                    Some((t.min(ttl), s.min(swr), e.min(sie)))
-                }
-                _ => None,
-            };
-            match answer {
-                Answer::Data(data) => {
-                    input.data.push(DependencyData { context: context.clone(), params: params.clone(), data })
-                }
-                Answer::Error(error) => {
-                    input.errors.push(DependencyError { context: context.clone(), params: params.clone(), error })
-                }
-            }
-        }
-        let options = RenderOptions {
-            cpu_budget: route.cpu_ms.map(std::time::Duration::from_millis),
-            lane: self.lane(matched.index),
-        };
-        // A route that failed lately renders on fewer workers than the pool has.
-        let _slot = if self.quarantine.is_suspect(matched.index) {
-            let wait = self.pool.render_timeout();
-            match tokio::time::timeout(wait, self.suspect_slots.acquire()).await {
-                Ok(Ok(permit)) => Some(permit),
-                _ => return Err(RenderError::LaneFull { lane: route.path.clone(), limit: 1 }.into()),
-            }
-        } else {
-            None
-        };
-        let rendered = self.pool.render_with(&route.bundle, &route.page, &input, options).await;
-        let outcome = match &rendered {
-            Ok(_) => Outcome::Rendered,
-            Err(e) if e.is_page_fault() => Outcome::Fault,
-            Err(_) => Outcome::Neutral,
-        };
-        self.quarantine.record(matched.index, &route.path, outcome, self.clock.now());
-        let rendered = rendered?;
-        let body = bytes::Bytes::from(rendered.html.into_bytes());
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
-        let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
-        let sharing = match (lifetimes, &generations) {
-            (None, _) => Sharing::Private,
-            (Some(_), Some(_)) if storable(rendered.status) => Sharing::Stored,
-            (Some(_), _) => Sharing::Shared,
-        };
-        let meta = Meta {
-            v: 1,
-            kind: Kind::Page,
-            key: key.to_string(),
-            status: rendered.status,
-            headers: page_headers(rendered.headers, &route.bundle, &route.page),
-            created_at: self.clock.now(),
-            ttl_s: ttl,
-            swr_s: swr,
-            sie_s: sie,
-            deps: matched
-                .deps
-                .iter()
-                .map(|(context, params)| Dependency { context: context.clone(), params: params.clone() })
-                .collect(),
-            etag: Some(etag),
-            render: bundle.map(|b| RenderInfo {
-                framework: b.framework.clone(),
-                bundle: b.hash.clone(),
-                ms: rendered.elapsed.as_secs_f64() * 1e3,
-            }),
-            generation: generations.unwrap_or_default(),
-            stale_at: None,
-            extra: Map::new(),
-        };
-        Ok((Arc::new(Entry { body, meta }), sharing))
-    }
-
-    /// One dependency: from the data cache when fresh, else from the origin (and into the
-    /// data cache when it may be stored).
-    async fn dependency(
-        &self,
-        context: &str,
-        params: &Map<String, Value>,
-        generations: Option<&Generations>,
-        forwarded: &[(String, String)],
-    ) -> Result<(Answer, Directives), OriginError> {
-        let policy = self.manifest.contexts[context].cache;
-        // An answer fetched with credentials or vary headers is not the answer the data key
-        // names (context and params alone): it is neither read from nor written to the cache.
-        let cacheable = matches!(policy, CachePolicy::Cached(_))
-            && forwarded.is_empty()
-            && !self.purges.blocks(std::iter::once(context));
-        // Derived only for contexts that may be cached: never-cached ones have no key.
-        let key = cacheable.then(|| self.keys.data_key(context, params));
-        if let Some(key) = &key {
-            match self.store.get(key).await {
-                Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
-                    match serde_json::from_slice::<Value>(&entry.body) {
-                        Ok(data) => return Ok((Answer::Data(data), Directives::default())),
-                        Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => self.store_failed("get", &e),
-            }
-        }
-        let fetched = self.origin.fetch(context, params, forwarded).await?;
-        if let (Some(key), false, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
-            (key, fetched.directives.no_store, &fetched.answer, policy, generations)
-        {
-            let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
-            let meta = Meta {
-                v: 1,
-                kind: Kind::Data,
-                key,
-                status: 200,
-                headers: vec![("content-type".into(), "application/json".into())],
-                created_at: self.clock.now(),
-                ttl_s: ttl,
-                swr_s: swr,
-                sie_s: sie,
-                deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
-                etag: None,
-                // The generations of this dependency's own tags, read when the render started.
-                generation: dependency_tags([(context, params)])
-                    .into_iter()
-                    .map(|tag| {
-                        let g = generations.get(&tag).copied().unwrap_or(0);
-                        (tag, g)
-                    })
-                    .collect(),
-                render: None,
-                stale_at: None,
-                extra: Map::new(),
-            };
-            let body = bytes::Bytes::from(serde_json::to_vec(data).unwrap_or_default());
-            if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
-                self.store_failed("put", &e);
-            }
-        }
-        Ok((fetched.answer, fetched.directives))
-    }
-}
-
-/// Headers the node writes itself, or that describe one connection: a bundle's own are
-/// dropped (a `content-length` that disagrees with the body, a `connection: close`, a second
-/// `etag`).
-const NODE_OWNED_HEADERS: [&str; 6] = ["content-length", "etag", "age", "vary", "x-mizan-cache", "date"];
-
-/// The headers a bundle set that a page may carry: valid names and values, nothing
-/// hop-by-hop, nothing the node writes itself.
-fn page_headers(headers: Vec<(String, String)>, bundle: &str, page: &str) -> Vec<(String, String)> {
-    headers
-        .into_iter()
-        .filter(|(name, value)| {
-            let valid = http::HeaderName::try_from(name.as_str()).is_ok() && http::HeaderValue::try_from(value.as_str()).is_ok();
-            let lower = name.to_ascii_lowercase();
-            let owned = crate::origin::proxy::is_hop_by_hop(&lower) || NODE_OWNED_HEADERS.contains(&lower.as_str());
-            if !valid || owned {
-                tracing::warn!(%bundle, %page, header = %name, "a header the page set was dropped (invalid, hop-by-hop or the node's own)");
-            }
-            valid && !owned
-        })
-        .collect()
-}
-
-/// A page a flight hands to every request coalesced on it, and to the cache: without
-/// `Set-Cookie`, which belongs to one visitor and never to a shared page.
-fn shareable(page: Arc<Entry>) -> Arc<Entry> {
-    if !page.meta.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("set-cookie")) {
-        return page;
-    }
-    tracing::warn!(key = %page.meta.key, "a shared page set a cookie; Set-Cookie dropped (cookies belong on cache: false pages)");
-    let mut page = (*page).clone();
-    page.meta.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("set-cookie"));
-    Arc::new(page)
 }

@@ -1,16 +1,17 @@
 //! One render isolate: a `JsRuntime` restored from the app snapshot, and the calls into the
-//! bootstrap's `__mizan` table (`register`, `init`, `render`).
+//! bootstrap's `__mizan` table (`register`, `init`, `render`, `renderStream` and `pump`).
 //!
 //! Isolates are `!Send`: each lives and dies on one worker thread, inside that thread's
 //! tokio runtime (V8 posts delayed tasks onto it).
 
 use super::RenderError;
-use crate::abi::{RawRendered, Rendered};
+use crate::abi::{RawHead, RawRendered, Rendered};
 use crate::js;
+use crate::js::ext::ChunkSink;
 use deno_core::error::{CoreError, CoreErrorKind};
 use deno_core::{JsRuntime, PollEventLoopOptions, RuntimeOptions, scope, v8};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Options of every render isolate: restored from the app `snapshot`, or none to build it.
 pub(crate) fn runtime_options(snapshot: Option<&'static [u8]>) -> RuntimeOptions {
@@ -71,8 +72,12 @@ pub(crate) fn error_text(error: CoreError) -> String {
 pub struct Isolate {
     runtime: JsRuntime,
     render_fn: v8::Global<v8::Function>,
+    stream_fn: v8::Global<v8::Function>,
+    pump_fn: v8::Global<v8::Function>,
     settle_fn: v8::Global<v8::Function>,
     handle: v8::IsolateHandle,
+    /// The bundle has `renderStream(input)`.
+    streams: bool,
     /// Renders done by this isolate, for recycling.
     pub(crate) renders: u64,
     /// A render left work behind that could run during the next one: replace the isolate.
@@ -103,27 +108,48 @@ impl Isolate {
         });
         let init = internal_fn(&mut runtime, "init").map_err(RenderError::Setup)?;
         let render_fn = internal_fn(&mut runtime, "render").map_err(RenderError::Setup)?;
+        let stream_fn = internal_fn(&mut runtime, "renderStream").map_err(RenderError::Setup)?;
+        let pump_fn = internal_fn(&mut runtime, "pump").map_err(RenderError::Setup)?;
         let settle_fn = internal_fn(&mut runtime, "settle").map_err(RenderError::Setup)?;
         let handle = runtime.v8_isolate().thread_safe_handle();
-        {
+        let streams = {
             scope!(scope, &mut runtime);
             let init = v8::Local::new(scope, init);
             let undefined = v8::undefined(scope).into();
             let name =
                 v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
             init.call(scope, undefined, &[name.into()])
-                .ok_or_else(|| RenderError::Setup(format!("__mizan.init(\"{bundle}\") threw")))?;
-        }
+                .ok_or_else(|| RenderError::Setup(format!("__mizan.init(\"{bundle}\") threw")))?
+                .is_true()
+        };
         // Entered only while it renders: a worker holds one isolate per bundle on one thread.
         // SAFETY: the constructor left this isolate entered on this thread; it is exited
         // once, here, and every later use enters and exits it in LIFO order ([`Entered`]).
         unsafe { runtime.v8_isolate().exit() };
-        Ok(Self { runtime, render_fn, settle_fn, handle, renders: 0, tainted: false, heap_exceeded, max_heap })
+        Ok(Self {
+            runtime,
+            render_fn,
+            stream_fn,
+            pump_fn,
+            settle_fn,
+            handle,
+            streams,
+            renders: 0,
+            tainted: false,
+            heap_exceeded,
+            max_heap,
+        })
     }
 
     /// A handle another thread can stop this isolate's JavaScript with.
     pub(crate) fn handle(&self) -> &v8::IsolateHandle {
         &self.handle
+    }
+
+    /// Whether its bundle can stream a page ([`Isolate::render_stream`]): its default export
+    /// has `renderStream(input)`.
+    pub fn streams(&self) -> bool {
+        self.streams
     }
 
     /// Whether a render left work behind (see [`Isolate`]); such an isolate must not render
@@ -167,25 +193,10 @@ impl Isolate {
         let _entered = Entered::new(self.runtime.v8_isolate());
         self.renders += 1;
         let started = Instant::now();
-        let args = {
-            scope!(scope, &mut self.runtime);
-            let name =
-                v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
-            let input = v8::String::new(scope, input_json)
-                .ok_or_else(|| RenderError::Setup("render input exceeds V8's string limit".into()))?;
-            [
-                v8::Global::new(scope, v8::Local::<v8::Value>::from(name)),
-                v8::Global::new(scope, v8::Local::<v8::Value>::from(input)),
-            ]
-        };
+        let args = self.args(bundle, input_json)?;
         let call = self.runtime.call_with_args(&self.render_fn, &args);
-        let value = self.runtime.with_event_loop_promise(call, PollEventLoopOptions::default()).await.map_err(|e| {
-            if self.heap_exceeded.get() {
-                RenderError::HeapLimit { bundle: bundle.into(), page: page.into(), mib: self.max_heap >> 20 }
-            } else {
-                RenderError::Js { bundle: bundle.into(), page: page.into(), message: error_text(e) }
-            }
-        })?;
+        let value = self.runtime.with_event_loop_promise(call, PollEventLoopOptions::default()).await;
+        let value = value.map_err(|e| self.failed(bundle, page, e))?;
         let elapsed = started.elapsed();
         self.settle();
         scope!(scope, &mut self.runtime);
@@ -195,15 +206,84 @@ impl Isolate {
             page: page.into(),
             message: format!("render() must resolve to {{ status, headers, html }}: {e}"),
         })?;
-        let status = u16::try_from(raw.status).ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| {
-            RenderError::BadOutput {
-                bundle: bundle.into(),
-                page: page.into(),
-                message: format!("status {} is not an HTTP status", raw.status),
-            }
-        })?;
+        let status = http_status(raw.status, bundle, page)?;
         Ok(Rendered { status, headers: raw.headers.into_vec(), html: raw.html, elapsed })
     }
+
+    /// Renders `page` of `bundle` with the bundle's `renderStream(input)`: calls `head` with
+    /// the status and headers once they are known, then `chunk` with each piece of the body
+    /// as the bundle produces it, while the page still renders (the isolate stays entered
+    /// until the body ends). Returns the time spent inside the isolate. A failure after some
+    /// chunks is returned after them: the body is then incomplete. The rules of
+    /// [`Isolate::render`] hold: what the render left behind is settled when the body ends.
+    /// `chunk` returns `false` when nobody reads the body any more: the render stops (failed).
+    pub async fn render_stream(
+        &mut self,
+        bundle: &str,
+        page: &str,
+        input_json: &str,
+        head: impl FnOnce(u16, Vec<(String, String)>),
+        chunk: impl FnMut(&[u8]) -> bool + 'static,
+    ) -> Result<Duration, RenderError> {
+        let _entered = Entered::new(self.runtime.v8_isolate());
+        self.renders += 1;
+        let started = Instant::now();
+        let args = self.args(bundle, input_json)?;
+        let call = self.runtime.call_with_args(&self.stream_fn, &args);
+        let result = self.runtime.with_event_loop_promise(call, PollEventLoopOptions::default()).await;
+        let result = result.map_err(|e| self.failed(bundle, page, e))?;
+        let raw: RawHead = {
+            scope!(scope, &mut self.runtime);
+            let local = v8::Local::new(scope, &result);
+            serde_v8::from_v8(scope, local).map_err(|e| RenderError::BadOutput {
+                bundle: bundle.into(),
+                page: page.into(),
+                message: format!("renderStream() must resolve to {{ status, headers, body }}: {e}"),
+            })?
+        };
+        head(http_status(raw.status, bundle, page)?, raw.headers.into_vec());
+        // The sink lives in the op state for this render only; a render cut short (deadline)
+        // leaves it there, but such an isolate is replaced, never used again.
+        let state = self.runtime.op_state();
+        state.borrow_mut().put(ChunkSink(Box::new(chunk)));
+        let pump = self.runtime.call_with_args(&self.pump_fn, &[result]);
+        let pumped = self.runtime.with_event_loop_promise(pump, PollEventLoopOptions::default()).await;
+        state.borrow_mut().try_take::<ChunkSink>();
+        pumped.map_err(|e| self.failed(bundle, page, e))?;
+        let elapsed = started.elapsed();
+        self.settle();
+        Ok(elapsed)
+    }
+
+    /// The bundle name and the input as the bootstrap's render functions take them.
+    fn args(&mut self, bundle: &str, input_json: &str) -> Result<[v8::Global<v8::Value>; 2], RenderError> {
+        scope!(scope, &mut self.runtime);
+        let name = v8::String::new(scope, bundle).ok_or_else(|| RenderError::Setup("bundle name too long".into()))?;
+        let input = v8::String::new(scope, input_json)
+            .ok_or_else(|| RenderError::Setup("render input exceeds V8's string limit".into()))?;
+        Ok([
+            v8::Global::new(scope, v8::Local::<v8::Value>::from(name)),
+            v8::Global::new(scope, v8::Local::<v8::Value>::from(input)),
+        ])
+    }
+
+    /// What a render that threw, rejected or was terminated failed with.
+    fn failed(&self, bundle: &str, page: &str, error: CoreError) -> RenderError {
+        if self.heap_exceeded.get() {
+            RenderError::HeapLimit { bundle: bundle.into(), page: page.into(), mib: self.max_heap >> 20 }
+        } else {
+            RenderError::Js { bundle: bundle.into(), page: page.into(), message: error_text(error) }
+        }
+    }
+}
+
+/// A status a bundle answered, checked: an HTTP status (100–599).
+fn http_status(status: u32, bundle: &str, page: &str) -> Result<u16, RenderError> {
+    u16::try_from(status).ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| RenderError::BadOutput {
+        bundle: bundle.into(),
+        page: page.into(),
+        message: format!("status {status} is not an HTTP status"),
+    })
 }
 
 impl Drop for Isolate {

@@ -5,8 +5,8 @@
 
 use deno_core::error::ModuleLoaderError;
 use deno_core::{
-    ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleResolveResponse,
-    ModuleSpecifier, ResolutionKind, resolve_import,
+    ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleResolveResponse, ModuleSpecifier,
+    ResolutionKind, resolve_import,
 };
 use deno_error::JsErrorBox;
 

@@ -13,27 +13,33 @@
 //! A render that fails (the bundle threw, bad output) answers its caller with a
 //! [`RenderError`], and the worker replaces that isolate, so a faulty render cannot leave
 //! state behind for the next one. Isolates are also recycled after a number of renders.
+//!
+//! A render is buffered ([`Pool::render_with`]: the whole page when it is done) or streamed
+//! ([`Pool::render_stream_with`]: the head, then the body chunk by chunk as the bundle's
+//! `renderStream(input)` produces it, under the same deadline, CPU budget and heap limit).
 
 mod error;
 mod isolate;
 mod loader;
 mod queue;
 pub mod snapshot;
+mod stream;
 mod watchdog;
 mod worker;
 
 pub use error::RenderError;
 pub use snapshot::BundleSource;
+pub use stream::{RenderStream, StreamHold};
 
 use crate::abi::{PageInput, Rendered};
 pub use isolate::Isolate;
-use queue::{Admission, Job, Work};
+use queue::{Admission, Job, Reply, Work};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Sizing of the pool.
 #[derive(Debug, Clone)]
@@ -115,6 +121,10 @@ pub struct RenderOptions {
 pub struct Pool {
     queue: Option<async_channel::Sender<Work>>,
     bundles: BTreeSet<Arc<str>>,
+    /// The bundles that have `renderStream(input)`.
+    streaming: BTreeSet<Arc<str>>,
+    /// Holds streaming renders after their first chunk while a test asks.
+    gate: Arc<stream::Gate>,
     capacity: usize,
     cpu_budget: Duration,
     render_timeout: Duration,
@@ -141,6 +151,8 @@ impl Pool {
         let mut pool = Self {
             queue: None,
             bundles: bundles.iter().map(|b| Arc::from(b.name.as_str())).collect(),
+            streaming: BTreeSet::new(),
+            gate: Arc::default(),
             capacity: 0,
             cpu_budget: config.cpu_budget,
             render_timeout: config.render_timeout,
@@ -178,6 +190,7 @@ impl Pool {
                 snapshots: snapshots.clone(),
                 queue: rx.clone(),
                 stats: pool.stats.clone(),
+                gate: pool.gate.clone(),
                 limits: worker::Limits {
                     max_heap: config.max_heap,
                     max_renders: config.max_renders_per_isolate.max(1),
@@ -195,7 +208,7 @@ impl Pool {
         drop(ready_tx);
         for _ in 0..workers {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(streaming)) => pool.streaming = streaming,
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(RenderError::Setup("a render worker died while starting".into())),
             }
@@ -216,6 +229,42 @@ impl Pool {
         input: &PageInput,
         options: RenderOptions,
     ) -> Result<Rendered, RenderError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(bundle, page, input, options, Reply::Whole(reply))?;
+        answer.await.map_err(|_| RenderError::PoolClosed)?
+    }
+
+    /// Renders `page` of `bundle` with the bundle's `renderStream(input)`, bounded and queued
+    /// as `options` say: returns once the head (status, headers) is known, with the body to
+    /// read as the render produces it ([`RenderStream::next_chunk`]). The deadline, CPU
+    /// budget and heap limit bound the whole stream; a render that fails after some chunks
+    /// ends the body with the error. A bundle without `renderStream` ([`Pool::streams`]) is
+    /// rendered buffered and its page comes as one chunk.
+    pub async fn render_stream_with(
+        &self,
+        bundle: &str,
+        page: &str,
+        input: &PageInput,
+        options: RenderOptions,
+    ) -> Result<RenderStream, RenderError> {
+        let (frames, receiver) = mpsc::unbounded_channel();
+        self.enqueue(bundle, page, input, options, Reply::Stream(frames))?;
+        RenderStream::start(receiver).await
+    }
+
+    /// Whether `bundle` streams its pages: its default export has `renderStream(input)`.
+    pub fn streams(&self, bundle: &str) -> bool {
+        self.streaming.contains(bundle)
+    }
+
+    fn enqueue(
+        &self,
+        bundle: &str,
+        page: &str,
+        input: &PageInput,
+        options: RenderOptions,
+        reply: Reply,
+    ) -> Result<(), RenderError> {
         let Some(bundle) = self.bundles.get(bundle).cloned() else {
             let known = self.bundles.iter().map(|b| &**b).collect::<Vec<_>>().join(", ");
             return Err(RenderError::UnknownBundle { bundle: bundle.into(), known });
@@ -223,7 +272,6 @@ impl Pool {
         let input = crate::abi::input_json(page, input)?;
         let queue = self.queue.as_ref().ok_or(RenderError::PoolClosed)?;
         let ticket = self.admission.admit(options.lane, input.len())?;
-        let (reply, answer) = oneshot::channel();
         let job = Job {
             bundle,
             page: page.into(),
@@ -236,8 +284,14 @@ impl Pool {
         queue.try_send(Work::Render(job)).map_err(|e| match e {
             async_channel::TrySendError::Full(_) => RenderError::Overloaded { capacity: self.capacity },
             async_channel::TrySendError::Closed(_) => RenderError::PoolClosed,
-        })?;
-        answer.await.map_err(|_| RenderError::PoolClosed)?
+        })
+    }
+
+    /// Holds every streaming render after its first chunk until the guard is dropped: for
+    /// tests that must see a page's first bytes while its render provably still runs.
+    #[doc(hidden)]
+    pub fn hold_streams(&self) -> StreamHold {
+        self.gate.hold()
     }
 
     /// Makes the worker that takes it panic, as a bug would: for the supervision tests.

@@ -4,6 +4,7 @@
 //! that gives its room back when a worker takes it, or when it is dropped unrun.
 
 use super::RenderError;
+use super::stream::FrameSender;
 use crate::abi::Rendered;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,9 +29,27 @@ pub(crate) struct Job {
     pub enqueued: Instant,
     /// Its CPU budget.
     pub cpu_budget: Duration,
-    pub reply: oneshot::Sender<Result<Rendered, RenderError>>,
+    pub reply: Reply,
     /// Its room in the queue, given back when a worker takes the job.
     pub ticket: Option<Ticket>,
+}
+
+/// Where a job's page goes.
+pub(crate) enum Reply {
+    /// All at once, when the render is over.
+    Whole(oneshot::Sender<Result<Rendered, RenderError>>),
+    /// Head, chunks and end as the render produces them.
+    Stream(FrameSender),
+}
+
+impl Reply {
+    /// The caller went away.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Reply::Whole(reply) => reply.is_closed(),
+            Reply::Stream(frames) => frames.is_closed(),
+        }
+    }
 }
 
 /// Room in the queue for one job.

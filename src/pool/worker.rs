@@ -2,10 +2,13 @@
 //! worker that panics is restarted with fresh isolates; an isolate that cannot be replaced is
 //! retried with backoff while the worker counts as missing ([`super::PoolStats::alive`]).
 
-use super::queue::{Job, Work};
+use super::queue::{Job, Reply, Work};
+use super::stream::{Frame, FrameSender, Gate};
 use super::watchdog::{Fired, Watch};
 use super::{BundleSnapshot, Isolate, Isolation, PoolStats, RenderError};
-use std::collections::HashMap;
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,8 +28,13 @@ pub(super) struct Worker {
     pub snapshots: Arc<HashMap<Arc<str>, BundleSnapshot>>,
     pub queue: async_channel::Receiver<Work>,
     pub stats: Arc<PoolStats>,
+    /// Holds streaming renders after their first chunk (tests).
+    pub gate: Arc<Gate>,
     pub limits: Limits,
 }
+
+/// What a worker reports when it first starts: the bundles that stream, or why it cannot.
+pub(super) type Ready = std::sync::mpsc::Sender<Result<BTreeSet<Arc<str>>, RenderError>>;
 
 /// Longest wait between two attempts to create an isolate that failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -34,7 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl Worker {
     /// The thread's body: serves until the queue closes, restarting after a panic. The first
     /// start reports to `ready` whether the worker could create its isolates.
-    pub fn run(self, ready: std::sync::mpsc::Sender<Result<(), RenderError>>) {
+    pub fn run(self, ready: Ready) {
         self.limits.watch.on_this_thread();
         let mut ready = Some(ready);
         loop {
@@ -58,7 +66,7 @@ impl Worker {
     }
 
     /// One life of the worker: a tokio runtime, its isolates, the job loop.
-    fn serve(&self, ready: &mut Option<std::sync::mpsc::Sender<Result<(), RenderError>>>) {
+    fn serve(&self, ready: &mut Option<Ready>) {
         let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(tokio) => tokio,
             Err(e) => {
@@ -88,7 +96,7 @@ impl Worker {
             }
             let _alive = AliveWhile::new(&self.stats, true);
             if let Some(ready) = ready.take() {
-                let _ = ready.send(Ok(()));
+                let _ = ready.send(Ok(isolates.iter().filter(|(_, i)| i.streams()).map(|(n, _)| n.clone()).collect()));
             }
             let mut seq = 0u64;
             while let Some(work) = next_job(&self.queue).await {
@@ -102,11 +110,31 @@ impl Worker {
                 }
                 let (Some(isolate), Some(snapshot)) = (isolates.get_mut(&job.bundle), self.snapshots.get(&job.bundle))
                 else {
-                    let _ = job.reply.send(Err(RenderError::PoolClosed));
+                    answer(job.reply, Err(RenderError::PoolClosed));
                     continue;
                 };
                 seq += 1;
-                let (result, fired) = self.render(isolate, &job, seq).await;
+                let handle = isolate.handle().clone();
+                let (result, fired) = match &job.reply {
+                    Reply::Stream(frames) if isolate.streams() => {
+                        let render = isolate.render_stream(
+                            &job.bundle,
+                            &job.page,
+                            &job.input,
+                            |status, headers| {
+                                let _ = frames.send(Frame::Head { status, headers });
+                            },
+                            self.chunk_sink(frames.clone()),
+                        );
+                        let (result, fired) = self.bounded(&job, seq, handle, render).await;
+                        (result.map(Done::Streamed), fired)
+                    }
+                    _ => {
+                        let render = isolate.render(&job.bundle, &job.page, &job.input);
+                        let (result, fired) = self.bounded(&job, seq, handle, render).await;
+                        (result.map(Done::Whole), fired)
+                    }
+                };
                 // A terminated isolate may still be terminating: never reuse it.
                 let recycle = result.is_err()
                     || fired.is_some()
@@ -120,7 +148,7 @@ impl Worker {
                         self.stats.failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
-                let _ = job.reply.send(result);
+                answer(job.reply, result);
                 if recycle {
                     isolates.remove(&job.bundle);
                     let fresh = self.create_until_it_works(snapshot, &job.bundle, true).await;
@@ -131,13 +159,26 @@ impl Worker {
         });
     }
 
-    /// Renders `job` within its deadline (counted from when it was queued) and CPU budget.
-    async fn render(
+    /// Where a streaming render's chunks go: to the caller at once, each in a frame. With the
+    /// test gate closed, the render then waits (after its first chunk).
+    fn chunk_sink(&self, frames: FrameSender) -> impl FnMut(&[u8]) -> bool + 'static {
+        let gate = self.gate.clone();
+        move |chunk| {
+            let sent = frames.send(Frame::Chunk(Bytes::copy_from_slice(chunk))).is_ok();
+            gate.pass();
+            sent
+        }
+    }
+
+    /// Runs `render` (of `job`, on the isolate of `handle`) within its deadline (counted from
+    /// when it was queued) and CPU budget.
+    async fn bounded<T>(
         &self,
-        isolate: &mut Isolate,
         job: &Job,
         seq: u64,
-    ) -> (Result<crate::abi::Rendered, RenderError>, Option<Fired>) {
+        handle: deno_core::v8::IsolateHandle,
+        render: impl Future<Output = Result<T, RenderError>>,
+    ) -> (Result<T, RenderError>, Option<Fired>) {
         let deadline = job.enqueued + self.limits.timeout;
         let timeout = || RenderError::Timeout {
             bundle: job.bundle.to_string(),
@@ -147,8 +188,8 @@ impl Worker {
         let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
             return (Err(timeout()), None); // it spent its whole deadline waiting in the queue
         };
-        self.limits.watch.arm(seq, deadline, job.cpu_budget, isolate.handle().clone());
-        let outcome = tokio::time::timeout(remaining, isolate.render(&job.bundle, &job.page, &job.input)).await;
+        self.limits.watch.arm(seq, deadline, job.cpu_budget, handle);
+        let outcome = tokio::time::timeout(remaining, render).await;
         let fired = self.limits.watch.disarm(seq);
         let result = match (outcome, fired) {
             (Err(_), _) | (Ok(Err(_)), Some(Fired::Deadline)) => Err(timeout()),
@@ -179,6 +220,40 @@ impl Worker {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+}
+
+/// A render that ended well: a whole page, or the end of a stream whose head and chunks went
+/// out already (the time spent in the isolate).
+enum Done {
+    Whole(crate::abi::Rendered),
+    Streamed(std::time::Duration),
+}
+
+/// Answers the caller of a render. A whole page for a streaming caller (its bundle has no
+/// `renderStream`) goes as a head and one chunk; a streaming render's failure ends its frames.
+fn answer(reply: Reply, result: Result<Done, RenderError>) {
+    match (reply, result) {
+        (Reply::Whole(reply), Ok(Done::Whole(rendered))) => {
+            let _ = reply.send(Ok(rendered));
+        }
+        (Reply::Whole(reply), Ok(Done::Streamed(_))) => {
+            let _ = reply.send(Err(RenderError::Setup("a buffered render was streamed".into())));
+        }
+        (Reply::Whole(reply), Err(error)) => {
+            let _ = reply.send(Err(error));
+        }
+        (Reply::Stream(frames), Ok(Done::Whole(rendered))) => {
+            let _ = frames.send(Frame::Head { status: rendered.status, headers: rendered.headers });
+            let _ = frames.send(Frame::Chunk(Bytes::from(rendered.html.into_bytes())));
+            let _ = frames.send(Frame::Done(rendered.elapsed));
+        }
+        (Reply::Stream(frames), Ok(Done::Streamed(elapsed))) => {
+            let _ = frames.send(Frame::Done(elapsed));
+        }
+        (Reply::Stream(frames), Err(error)) => {
+            let _ = frames.send(Frame::Failed(error));
         }
     }
 }

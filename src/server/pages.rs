@@ -1,5 +1,8 @@
 //! Page responses: the pipeline's result with `ETag` / `If-None-Match` (304), `Age`,
-//! `X-Mizan-Cache`, `Cache-Control` and `Vary`.
+//! `X-Mizan-Cache`, `Cache-Control` and `Vary`. A streaming miss has the same headers but
+//! `Content-Length` and `ETag` (neither is known before the body is complete): its body goes
+//! out chunked as the render produces it, and a render that fails midway aborts it, so the
+//! client sees an error, never a complete response.
 
 use super::errors;
 use crate::node::Node;
@@ -14,7 +17,7 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
     let head = request.method() == Method::HEAD;
     let uri = request.uri();
     let headers = request.headers();
-    let page_request = PageRequest { path: uri.path(), query: uri.query().unwrap_or(""), headers };
+    let page_request = PageRequest { path: uri.path(), query: uri.query().unwrap_or(""), headers, stream: !head };
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     let served = match node.page(&page_request).await {
         Ok(served) => served,
@@ -27,7 +30,11 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         && (200..300).contains(&page.meta.status)
         && !etag.is_empty()
         && if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let body = if head || not_modified { Body::empty() } else { Body::from(page.body.clone()) };
+    let body = match &served.live {
+        _ if head || not_modified => Body::empty(),
+        Some(live) => Body::from_stream(live.reader()),
+        None => Body::from(page.body.clone()),
+    };
     let mut response = Response::new(body);
     *response.status_mut() = if not_modified {
         StatusCode::NOT_MODIFIED
@@ -47,7 +54,10 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     } else {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=0, must-revalidate"));
-        if let Ok(etag) = HeaderValue::try_from(etag) {
+        // None yet on a streaming miss: the body it hashes is not complete.
+        if !etag.is_empty()
+            && let Ok(etag) = HeaderValue::try_from(etag)
+        {
             h.insert(header::ETAG, etag);
         }
         h.insert(

@@ -52,6 +52,8 @@ const HYDRATION_MESSAGES = [
 ];
 
 const MARKER = "html[data-mizan-hydrated]";
+/** How long a page may take to load, whatever `--timeout` says. */
+const NAVIGATION_TIMEOUT = 30_000;
 
 function usage(message) {
   process.stderr.write(
@@ -201,7 +203,9 @@ async function checkPage(context, options, path) {
 
   const started = performance.now();
   try {
-    const response = await page.goto(url, { waitUntil: "load", timeout: options.timeout });
+    // Loading is not what `--timeout` bounds (a loaded machine may take seconds to start a
+    // page): only hydration and the interactions are.
+    const response = await page.goto(url, { waitUntil: "load", timeout: Math.max(options.timeout, NAVIGATION_TIMEOUT) });
     report.status = response?.status() ?? null;
     await page.waitForSelector(MARKER, { state: "attached", timeout: options.timeout });
     report.hydrated = true;

@@ -9,4 +9,5 @@ mod isolation;
 mod parity;
 mod pool;
 mod render;
+mod stream;
 mod vectors;

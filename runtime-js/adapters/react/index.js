@@ -1,10 +1,18 @@
 // The Mizan wrapper layer for React: `MizanContext`, `useMizan`, `DjangoError`, and
 // `createServerRenderer`, which turns a map of page components into a bundle that follows
-// the render ABI (`export default { render(input) }`, see docs/bundle-abi.md). The same
-// bundle runs in mizan-render's isolates, in Node and in workerd.
+// the render ABI (`export default { render(input) }`, see docs/bundle-abi.md), plus
+// `renderStream(input)`, the same page as a stream. The same bundle runs in mizan-render's
+// isolates, in Node and in workerd.
 import { createElement } from "react";
-import { renderToString } from "react-dom/server.edge";
-import { DjangoError, MizanStore, htmlDocument, hydrationPayload } from "../shared/mizan.js";
+import { renderToReadableStream, renderToString } from "react-dom/server.edge";
+import {
+  DjangoError,
+  MizanStore,
+  documentStream,
+  htmlDocument,
+  htmlDocumentShell,
+  hydrationPayload,
+} from "../shared/mizan.js";
 import { MizanContext, useMizan } from "./context.js";
 
 export { DjangoError };
@@ -39,6 +47,33 @@ export function createServerRenderer({ pages, head = "" }) {
         status: store.status(),
         headers: [["content-type", "text/html; charset=utf-8"], ...extra],
         html: htmlDocument({ title, head, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
+      };
+    },
+
+    /**
+     * The same page as `render`, streamed: `{ status, headers, body }`, `body` a
+     * `ReadableStream` of the document's UTF-8 bytes: the document's head at once, then
+     * React's stream as it renders. Not part of the render ABI. An error React reports
+     * (`onError`), in the shell or after it, errors the stream.
+     */
+    async renderStream(input) {
+      const page = pages[input.page];
+      if (page === undefined) {
+        throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
+      }
+      const store = new MizanStore(input);
+      const tree = createElement(
+        MizanContext,
+        { store },
+        createElement(page.component, { params: input.params, query: input.query, url: input.url, headers: input.headers ?? {} }),
+      );
+      const title = page.title ? page.title(input, store) : input.page;
+      const extra = page.headers ? page.headers(input, store) : [];
+      const { start, end } = htmlDocumentShell({ title, head, payload: hydrationPayload(input, store), client: input.assets?.client });
+      return {
+        status: store.status(),
+        headers: [["content-type", "text/html; charset=utf-8"], ...extra],
+        body: documentStream(start, (fail) => renderToReadableStream(tree, { onError: fail }), end),
       };
     },
   };

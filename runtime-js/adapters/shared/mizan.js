@@ -154,3 +154,37 @@ export function htmlDocumentShell(options) {
   const at = html.lastIndexOf(marker);
   return { start: html.slice(0, at), end: html.slice(at + marker.length) };
 }
+
+/**
+ * The whole document as one stream of UTF-8 bytes, for a framework's streaming renderer:
+ * `start` (from `htmlDocumentShell`), then the body stream `open(fail)` returns or resolves
+ * to, then `end`. The stream is pulled (high-water mark 0): `start` is read before the body
+ * is opened, so the document's head leaves before the framework renders anything. A body
+ * stream that errors errors the document; so does `fail(error)`, for a renderer that reports
+ * errors beside its stream (React's `onError`).
+ */
+export function documentStream(start, open, end) {
+  const encoder = new TextEncoder();
+  let reader = null;
+  return new ReadableStream(
+    {
+      start(controller) {
+        controller.enqueue(encoder.encode(start));
+      },
+      async pull(controller) {
+        if (reader === null) {
+          const body = await open((error) => controller.error(error));
+          reader = body.getReader();
+        }
+        const { done, value } = await reader.read();
+        if (!done) return controller.enqueue(value);
+        controller.enqueue(encoder.encode(end));
+        controller.close();
+      },
+      cancel(reason) {
+        return reader?.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}

@@ -5,7 +5,14 @@
 // isolates, in Node and in workerd.
 import { createSSRApp } from "vue";
 import { renderToString, renderToWebStream } from "vue/server-renderer";
-import { DjangoError, MizanStore, htmlDocument, htmlDocumentShell, hydrationPayload } from "../shared/mizan.js";
+import {
+  DjangoError,
+  MizanStore,
+  documentStream,
+  htmlDocument,
+  htmlDocumentShell,
+  hydrationPayload,
+} from "../shared/mizan.js";
 import { pageProps, provideMizan, useMizan } from "./context.js";
 
 // Vue's server build shares its current-instance setters with other copies of Vue through
@@ -18,26 +25,6 @@ delete globalThis.__VUE_SSR_SETTERS__;
 export { DjangoError };
 
 export { provideMizan, useMizan };
-
-/** `body` between `start` and `end`, as one stream of UTF-8 bytes. */
-function documentStream(start, body, end) {
-  const encoder = new TextEncoder();
-  const reader = body.getReader();
-  return new ReadableStream({
-    start(controller) {
-      controller.enqueue(encoder.encode(start));
-    },
-    async pull(controller) {
-      const { done, value } = await reader.read();
-      if (!done) return controller.enqueue(value);
-      controller.enqueue(encoder.encode(end));
-      controller.close();
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
-}
 
 /**
  * A bundle's default export. `pages` maps the manifest's page names to
@@ -87,7 +74,8 @@ export function createServerRenderer({ pages, head = "" }) {
     async renderStream(input) {
       const { app, document, status, headers } = prepare(input);
       const { start, end } = htmlDocumentShell(document);
-      return { status, headers, body: documentStream(start, renderToWebStream(app), end) };
+      // Vue renders when its stream is made: made once the document's head has been read.
+      return { status, headers, body: documentStream(start, () => renderToWebStream(app), end) };
     },
   };
 }

@@ -1,0 +1,373 @@
+//! Rendering a page: its dependencies from the data cache or the origin (in parallel,
+//! schema-checked, cached when they may be), the render in the pool, the entry the page
+//! becomes (lifetimes, headers, entity tag, what may be shared), and its write to the store.
+//! Buffered flights run here; streaming ones ([`super::stream`]) use the same parts.
+
+use super::Node;
+use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Sharing, Target};
+use super::quarantine::Outcome;
+use crate::abi::{DependencyData, DependencyError, PageInput};
+use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
+use crate::cache::{Entry, Generations, PutOutcome};
+use crate::manifest::{CachePolicy, CacheTimes};
+use crate::origin::{Answer, Directives, OriginError};
+use crate::pool::{RenderError, RenderOptions};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::SemaphorePermit;
+
+/// A rendered page, or the head of one still rendering, before it becomes an entry.
+pub(super) struct Rendering {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The whole body; empty for a head.
+    pub body: Bytes,
+    /// Time in the isolate; `None` for the head of a streaming render.
+    pub elapsed: Option<std::time::Duration>,
+}
+
+/// What a render needs, fetched: its input, and the page's lifetimes (`None`: not storable).
+pub(super) struct Prepared {
+    pub input: PageInput,
+    pub lifetimes: Option<(u64, u64, u64)>,
+}
+
+/// The lifetimes `(ttl, swr, sie)` of an answer: the manifest's `times`, shortened (never
+/// lengthened) by the origin's `max-age` / `stale-while-revalidate`, bounded to a year.
+fn answer_lifetimes(times: CacheTimes, directives: &Directives) -> (u64, u64, u64) {
+    let ttl = directives.max_age.map_or(times.ttl, |m| m.min(times.ttl));
+    let swr = directives.swr.map_or(times.swr, |m| m.min(times.swr));
+    (ttl.min(MAX_LIFETIME_S), swr.min(MAX_LIFETIME_S), times.sie.min(MAX_LIFETIME_S))
+}
+
+/// Statuses a rendered page is stored with.
+fn storable(status: u16) -> bool {
+    matches!(status, 200 | 404)
+}
+
+impl Node {
+    /// `store.put(entry)`, given up after `wait` (counted as a store error): a response never
+    /// waits longer than that for the cache.
+    async fn put_within(
+        &self,
+        wait: std::time::Duration,
+        entry: Entry,
+    ) -> Result<PutOutcome, crate::cache::CacheError> {
+        match tokio::time::timeout(wait, self.store.put(entry)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(crate::cache::CacheError::Unavailable {
+                store: self.store.name(),
+                message: format!("no answer to a write within {} ms", wait.as_millis()),
+            }),
+        }
+    }
+
+    /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
+    pub(super) async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
+        let generations = self.generations(&target).await;
+        let (page, sharing) = self.render(&target.key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
+        let page = shareable(page);
+        if sharing == Sharing::Stored {
+            self.store_page(&page).await;
+        }
+        Ok(Flown { page, sharing, live: None })
+    }
+
+    /// The generations of the tags `target`'s page reads, read before anything else: a purge
+    /// from here on drops its render's write. `None` if the store cannot say (not stored).
+    pub(super) async fn generations(&self, target: &Target) -> Option<Generations> {
+        let tags = dependency_tags(target.matched.deps.iter().map(|(c, p)| (c.as_str(), p)));
+        match self.store.generations(&tags).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.store_failed("generations", &e);
+                None
+            }
+        }
+    }
+
+    /// Stores a rendered page, unless a purge moved one of its generations meanwhile.
+    pub(super) async fn store_page(&self, page: &Entry) {
+        match self.put_within(PUT_WAIT, page.clone()).await {
+            Ok(PutOutcome::Stored) => {}
+            Ok(PutOutcome::Dropped { tag }) => {
+                self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %page.meta.key, %tag, "render not stored: {tag} was purged while it ran");
+            }
+            Err(e) => self.store_failed("put", &e),
+        }
+    }
+
+    /// Fetches the dependencies and renders. Returns the page as an entry under `key`, and
+    /// what may be done with it: stored (no no-store dependency or answer, the generations
+    /// were read, a cacheable status), shared only, or private to this request.
+    pub(super) async fn render(
+        &self,
+        key: &str,
+        target: &Target,
+        generations: Option<Generations>,
+        credentials: Vec<(String, String)>,
+    ) -> Result<(Arc<Entry>, Sharing), PageError> {
+        let route = &self.manifest.routes[target.matched.index];
+        let prepared = self.prepare(target, generations.as_ref(), credentials).await?;
+        let _slot = self.render_slot(target).await?;
+        let rendered =
+            self.pool.render_with(&route.bundle, &route.page, &prepared.input, self.render_options(target)).await;
+        self.record(target, rendered.as_ref().err());
+        let rendered = rendered?;
+        let rendering = Rendering {
+            status: rendered.status,
+            headers: rendered.headers,
+            body: Bytes::from(rendered.html.into_bytes()),
+            elapsed: Some(rendered.elapsed),
+        };
+        Ok(self.page_entry(key, target, rendering, prepared.lifetimes, generations))
+    }
+
+    /// Fetches the dependencies of `target`'s page: the render input, and the page's
+    /// lifetimes `(ttl, swr, sie)` (`None`: a dependency may not be stored, nor the page).
+    pub(super) async fn prepare(
+        &self,
+        target: &Target,
+        generations: Option<&Generations>,
+        credentials: Vec<(String, String)>,
+    ) -> Result<Prepared, PageError> {
+        let matched = &target.matched;
+        let route = &self.manifest.routes[matched.index];
+        // What reaches the origin beside the params: the visitor's credentials (never-cached
+        // pages only) and the declared vary headers, which the page key already holds.
+        let mut forwarded = credentials;
+        forwarded.extend(target.headers.iter().cloned());
+        let fetches =
+            matched.deps.iter().map(|(context, params)| self.dependency(context, params, generations, &forwarded));
+        let answers = futures_util::future::join_all(fetches).await;
+        let mut input = PageInput {
+            url: target.url.clone(),
+            route: route.path.clone(),
+            params: matched.params.clone(),
+            query: matched.query.clone(),
+            headers: target.headers.iter().map(|(n, v)| (n.clone(), Value::String(v.clone()))).collect(),
+            ..PageInput::default()
+        };
+        if let Some(client) = self.bundles.get(&route.bundle).and_then(|b| b.client_url.clone()) {
+            input.assets.insert("client".into(), Value::String(client));
+        }
+        // A page's lifetimes are the minimum over its dependencies; one without any keeps the
+        // manifest's defaults. Bounded to a year, so no store's expiry arithmetic overflows.
+        let mut lifetimes = Some(if matched.deps.is_empty() {
+            let d = CacheTimes::default();
+            (d.ttl, d.swr, d.sie)
+        } else {
+            (MAX_LIFETIME_S, MAX_LIFETIME_S, MAX_LIFETIME_S)
+        });
+        for ((context, params), answer) in matched.deps.iter().zip(answers) {
+            let (answer, directives) = answer?;
+            lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
+                (CachePolicy::Cached(times), Some((t, s, e))) if !directives.no_store => {
+                    let (ttl, swr, sie) = answer_lifetimes(times, &directives);
+                    Some((t.min(ttl), s.min(swr), e.min(sie)))
+                }
+                _ => None,
+            };
+            match answer {
+                Answer::Data(data) => {
+                    input.data.push(DependencyData { context: context.clone(), params: params.clone(), data })
+                }
+                Answer::Error(error) => {
+                    input.errors.push(DependencyError { context: context.clone(), params: params.clone(), error })
+                }
+            }
+        }
+        Ok(Prepared { input, lifetimes })
+    }
+
+    /// How a render of `target`'s route is bounded and queued.
+    pub(super) fn render_options(&self, target: &Target) -> RenderOptions {
+        let route = &self.manifest.routes[target.matched.index];
+        RenderOptions {
+            cpu_budget: route.cpu_ms.map(std::time::Duration::from_millis),
+            lane: self.lane(target.matched.index),
+        }
+    }
+
+    /// A route that failed lately renders on fewer workers than the pool has: its permit,
+    /// held for as long as the render runs.
+    pub(super) async fn render_slot(&self, target: &Target) -> Result<Option<SemaphorePermit<'_>>, PageError> {
+        if !self.quarantine.is_suspect(target.matched.index) {
+            return Ok(None);
+        }
+        match tokio::time::timeout(self.pool.render_timeout(), self.suspect_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => {
+                let lane = self.manifest.routes[target.matched.index].path.clone();
+                Err(RenderError::LaneFull { lane, limit: 1 }.into())
+            }
+        }
+    }
+
+    /// Counts how a render of `target`'s route ended toward its quarantine.
+    pub(super) fn record(&self, target: &Target, error: Option<&RenderError>) {
+        let outcome = match error {
+            None => Outcome::Rendered,
+            Some(e) if e.is_page_fault() => Outcome::Fault,
+            Some(_) => Outcome::Neutral,
+        };
+        let route = &self.manifest.routes[target.matched.index];
+        self.quarantine.record(target.matched.index, &route.path, outcome, self.clock.now());
+    }
+
+    /// A rendered page (or the head of one still rendering: no body, no entity tag yet) as an
+    /// entry under `key`, and what may be done with it.
+    pub(super) fn page_entry(
+        &self,
+        key: &str,
+        target: &Target,
+        rendering: Rendering,
+        lifetimes: Option<(u64, u64, u64)>,
+        generations: Option<Generations>,
+    ) -> (Arc<Entry>, Sharing) {
+        let matched = &target.matched;
+        let route = &self.manifest.routes[matched.index];
+        let bundle = self.bundles.get(&route.bundle);
+        let (ttl, swr, sie) = lifetimes.unwrap_or((0, 0, 0));
+        let sharing = match (lifetimes, &generations) {
+            (None, _) => Sharing::Private,
+            (Some(_), Some(_)) if storable(rendering.status) => Sharing::Stored,
+            (Some(_), _) => Sharing::Shared,
+        };
+        let meta = Meta {
+            v: 1,
+            kind: Kind::Page,
+            key: key.to_string(),
+            status: rendering.status,
+            headers: page_headers(rendering.headers, &route.bundle, &route.page),
+            created_at: self.clock.now(),
+            ttl_s: ttl,
+            swr_s: swr,
+            sie_s: sie,
+            deps: matched
+                .deps
+                .iter()
+                .map(|(context, params)| Dependency { context: context.clone(), params: params.clone() })
+                .collect(),
+            etag: rendering.elapsed.map(|_| etag(&rendering.body)),
+            render: bundle.map(|b| RenderInfo {
+                framework: b.framework.clone(),
+                bundle: b.hash.clone(),
+                ms: rendering.elapsed.unwrap_or_default().as_secs_f64() * 1e3,
+            }),
+            generation: generations.unwrap_or_default(),
+            stale_at: None,
+            extra: Map::new(),
+        };
+        (Arc::new(Entry { body: rendering.body, meta }), sharing)
+    }
+
+    /// One dependency: from the data cache when fresh, else from the origin (and into the
+    /// data cache when it may be stored).
+    async fn dependency(
+        &self,
+        context: &str,
+        params: &Map<String, Value>,
+        generations: Option<&Generations>,
+        forwarded: &[(String, String)],
+    ) -> Result<(Answer, Directives), OriginError> {
+        let policy = self.manifest.contexts[context].cache;
+        // An answer fetched with credentials or vary headers is not the answer the data key
+        // names (context and params alone): it is neither read from nor written to the cache.
+        let cacheable = matches!(policy, CachePolicy::Cached(_))
+            && forwarded.is_empty()
+            && !self.purges.blocks(std::iter::once(context));
+        // Derived only for contexts that may be cached: never-cached ones have no key.
+        let key = cacheable.then(|| self.keys.data_key(context, params));
+        if let Some(key) = &key {
+            match self.store.get(key).await {
+                Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
+                    match serde_json::from_slice::<Value>(&entry.body) {
+                        Ok(data) => return Ok((Answer::Data(data), Directives::default())),
+                        Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.store_failed("get", &e),
+            }
+        }
+        let fetched = self.origin.fetch(context, params, forwarded).await?;
+        if let (Some(key), false, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
+            (key, fetched.directives.no_store, &fetched.answer, policy, generations)
+        {
+            let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
+            let meta = Meta {
+                v: 1,
+                kind: Kind::Data,
+                key,
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                created_at: self.clock.now(),
+                ttl_s: ttl,
+                swr_s: swr,
+                sie_s: sie,
+                deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
+                etag: None,
+                // The generations of this dependency's own tags, read when the render started.
+                generation: dependency_tags([(context, params)])
+                    .into_iter()
+                    .map(|tag| {
+                        let g = generations.get(&tag).copied().unwrap_or(0);
+                        (tag, g)
+                    })
+                    .collect(),
+                render: None,
+                stale_at: None,
+                extra: Map::new(),
+            };
+            let body = bytes::Bytes::from(serde_json::to_vec(data).unwrap_or_default());
+            if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
+                self.store_failed("put", &e);
+            }
+        }
+        Ok((fetched.answer, fetched.directives))
+    }
+}
+
+/// Headers the node writes itself, or that describe one connection: a bundle's own are
+/// dropped (a `content-length` that disagrees with the body, a `connection: close`, a second
+/// `etag`).
+const NODE_OWNED_HEADERS: [&str; 6] = ["content-length", "etag", "age", "vary", "x-mizan-cache", "date"];
+
+/// The headers a bundle set that a page may carry: valid names and values, nothing
+/// hop-by-hop, nothing the node writes itself.
+fn page_headers(headers: Vec<(String, String)>, bundle: &str, page: &str) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(name, value)| {
+            let valid = http::HeaderName::try_from(name.as_str()).is_ok() && http::HeaderValue::try_from(value.as_str()).is_ok();
+            let lower = name.to_ascii_lowercase();
+            let owned = crate::origin::proxy::is_hop_by_hop(&lower) || NODE_OWNED_HEADERS.contains(&lower.as_str());
+            if !valid || owned {
+                tracing::warn!(%bundle, %page, header = %name, "a header the page set was dropped (invalid, hop-by-hop or the node's own)");
+            }
+            valid && !owned
+        })
+        .collect()
+}
+
+/// The entity tag of a page body: the first 128 bits of its SHA-256, quoted.
+pub(super) fn etag(body: &[u8]) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+}
+
+/// A page a flight hands to every request coalesced on it, and to the cache: without
+/// `Set-Cookie`, which belongs to one visitor and never to a shared page.
+pub(super) fn shareable(page: Arc<Entry>) -> Arc<Entry> {
+    if !page.meta.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("set-cookie")) {
+        return page;
+    }
+    tracing::warn!(key = %page.meta.key, "a shared page set a cookie; Set-Cookie dropped (cookies belong on cache: false pages)");
+    let mut page = (*page).clone();
+    page.meta.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("set-cookie"));
+    Arc::new(page)
+}
