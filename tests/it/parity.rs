@@ -6,8 +6,17 @@ use crate::common::{App, pool, root, scratch};
 use serde_json::{Value, json};
 use std::process::Command;
 
-const PAGES: &[&str] =
-    &["/products", "/products/1", "/products/7", "/products/13", "/products/300", "/products/9999", "/about", "/promo"];
+const PAGES: &[&str] = &[
+    "/products",
+    "/products/1",
+    "/products/7",
+    "/products/13",
+    "/products/300",
+    "/products/9999",
+    "/about",
+    "/promo",
+    "/search?q=kettle",
+];
 
 #[tokio::test]
 async fn every_react_page_is_byte_identical_to_node() {
