@@ -18,6 +18,7 @@ const {
   ObjectFreeze,
   ObjectPrototypeIsPrototypeOf,
   SafeMap,
+  SymbolFor,
   TypeError,
   TypedArrayPrototypeGetSymbolToStringTag,
 } = primordials;
@@ -203,9 +204,17 @@ function asError(error) {
   return new Error(`render threw a value that is not an Error: ${describe(error)}`);
 }
 
+/**
+ * The determinism prelude of `mizan-render parity --deterministic`, if this snapshot has it
+ * (runtime-js/parity/determinism.js): reset before every render, so each page sees the same
+ * clock and random sequences from its start, in this node as in the other runtimes.
+ */
+const DETERMINISM = SymbolFor("mizan.parity.determinism");
+
 /** Called from Rust per render: `input` is the JSON text of the bundle ABI's input. */
 async function render(name, input) {
   const entry = owned(name);
+  globalThis[DETERMINISM]?.reset();
   try {
     // The result is checked on the Rust side, which names what is wrong with it.
     return await entry.render(JSONParse(input));
@@ -225,6 +234,7 @@ async function renderStream(name, input) {
     throw new TypeError(`bundle "${name}" has no renderStream(input)`);
   }
   let result;
+  globalThis[DETERMINISM]?.reset();
   try {
     result = await entry.renderStream(JSONParse(input));
   } catch (error) {

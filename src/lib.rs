@@ -33,6 +33,7 @@ pub mod manifest;
 pub mod node;
 pub mod oneshot;
 pub mod origin;
+pub mod parity;
 pub mod pool;
 pub mod prerender;
 pub mod server;

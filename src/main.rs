@@ -189,14 +189,77 @@ enum Command {
         #[arg(long)]
         manifest: PathBuf,
         /// The request path and query, e.g. /products/42.
-        #[arg(long)]
-        url: String,
+        #[arg(long, required_unless_present = "case", conflicts_with = "case")]
+        url: Option<String>,
         /// JSON file of origin answers by context: {"ctx": {"data": ...} | {"error": {...}}}.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "case")]
         data: Option<PathBuf>,
+        /// A case file (what `capture` writes): the URL, headers and origin answers in one.
+        #[arg(long)]
+        case: Option<PathBuf>,
         /// Print {status, headers, html} as JSON instead of the HTML alone.
         #[arg(long)]
         json: bool,
+    },
+    /// Record, for each page, what the origin answers, as case files for `parity`.
+    Capture {
+        /// The edge manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The origin's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        origin: String,
+        /// A file of URLs, one per line (default: every URL the manifest's `prerender` lists
+        /// enumerate).
+        #[arg(long)]
+        urls: Option<PathBuf>,
+        /// The directory the case files go to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Render every case with the same bundle here and in other runtimes; report every page
+    /// that is not byte for byte the same, and exit non-zero if any.
+    Parity {
+        /// The edge manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The directory of case files.
+        #[arg(long)]
+        cases: PathBuf,
+        /// The runtimes to compare with.
+        #[arg(long, value_delimiter = ',', default_value = "node,workerd")]
+        runtimes: Vec<String>,
+        /// Fix Date.now()/new Date() and seed Math.random and crypto's random values, the same
+        /// in every runtime.
+        #[arg(long)]
+        deterministic: bool,
+        /// The report: text, json or junit.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Write the report to this file instead of stdout (the summary still goes to stderr).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// workerd's compatibility date (default: the render Worker's).
+        #[arg(long)]
+        compatibility_date: Option<String>,
+        /// workerd's compatibility flags, comma-separated (default: the render Worker's).
+        #[arg(long, value_delimiter = ',')]
+        compatibility_flags: Option<Vec<String>>,
+        /// A wrangler.toml or wrangler.jsonc to take the compatibility date and flags from.
+        #[arg(long)]
+        wrangler: Option<PathBuf>,
+        /// The node binary (default: found on PATH or in node_modules/.bin).
+        #[arg(long)]
+        node: Option<PathBuf>,
+        /// The workerd binary.
+        #[arg(long)]
+        workerd: Option<PathBuf>,
+        /// The deno binary.
+        #[arg(long)]
+        deno: Option<PathBuf>,
+        /// The bun binary.
+        #[arg(long)]
+        bun: Option<PathBuf>,
     },
     /// Compute a cache key by hand.
     Key {
@@ -250,6 +313,17 @@ enum KeyKind {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Parity { .. }) {
+        // This node's isolates take the time zone and locale from the environment, as the
+        // other runtimes do (which parity starts with the same two): fixed, so that a page
+        // differs for what it does, not for where it runs.
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            std::env::set_var("TZ", "UTC");
+            std::env::set_var("LC_ALL", "C.UTF-8");
+            std::env::remove_var("LANG");
+        }
+    }
     let filter = EnvFilter::try_from_env("MIZAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -338,10 +412,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 bail!("{} pages failed to prerender", report.failed.len());
             }
         }
-        Command::Render { manifest, url, data, json } => {
-            let rendered = mizan_render::oneshot::render(&manifest, &url, data.as_deref())
-                .await
-                .with_context(|| format!("rendering {url}"))?;
+        Command::Render { manifest, url, data, case, json } => {
+            let rendered = match (&case, &url) {
+                (Some(case), _) => mizan_render::oneshot::render_case(&manifest, case)
+                    .await
+                    .with_context(|| format!("rendering case {}", case.display()))?,
+                (None, Some(url)) => mizan_render::oneshot::render(&manifest, url, data.as_deref())
+                    .await
+                    .with_context(|| format!("rendering {url}"))?,
+                (None, None) => bail!("--url or --case is required"),
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 let value = serde_json::json!({
@@ -352,6 +432,80 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 writeln!(out, "{value}")?;
             } else {
                 out.write_all(rendered.html.as_bytes())?;
+            }
+        }
+        Command::Capture { manifest, origin, urls, out } => {
+            let manifest_file = manifest;
+            let manifest = Manifest::load(&manifest_file)?;
+            let urls = match urls {
+                Some(file) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let config =
+                OriginConfig { base: origin, timeout: Duration::from_secs(30), max_body: 8 << 20, max_concurrent: 8 };
+            let captured = mizan_render::parity::capture::capture(&manifest, config, &urls, &out).await?;
+            eprintln!("captured {} pages into {}", captured.written.len(), out.display());
+            for (url, error) in &captured.failed {
+                eprintln!("  {url}: {error}");
+            }
+            if !captured.failed.is_empty() {
+                bail!("{} pages could not be captured", captured.failed.len());
+            }
+        }
+        Command::Parity {
+            manifest,
+            cases,
+            runtimes,
+            deterministic,
+            format,
+            report,
+            compatibility_date,
+            compatibility_flags,
+            wrangler,
+            node,
+            workerd,
+            deno,
+            bun,
+        } => {
+            use mizan_render::parity::{self, runtimes::Runtime};
+            let manifest = Manifest::load(&manifest)?;
+            let loaded = parity::case::load_dir(&cases, &manifest)?;
+            let runtimes = runtimes.iter().map(|r| Runtime::parse(r)).collect::<anyhow::Result<Vec<_>>>()?;
+            let binaries =
+                [(Runtime::Node, node), (Runtime::Workerd, workerd), (Runtime::Deno, deno), (Runtime::Bun, bun)]
+                    .into_iter()
+                    .filter_map(|(r, b)| b.map(|b| (r, b)))
+                    .collect();
+            let workerd = parity::wrangler::settings(wrangler.as_deref(), compatibility_date, compatibility_flags)?;
+            let work_dir = std::env::temp_dir().join(format!("mizan-parity-{}", std::process::id()));
+            let options = parity::Options { runtimes, binaries, deterministic, workerd, work_dir: work_dir.clone() };
+            let run = parity::run(&manifest, &loaded, &options).await;
+            let _ = std::fs::remove_dir_all(&work_dir);
+            let run = run?;
+            let names: Vec<String> = options.runtimes.iter().map(|r| r.name().to_string()).collect();
+            let text = parity::report::text(&run.verdicts, &names);
+            let rendered = match format.as_str() {
+                "text" => text.clone(),
+                "json" => parity::report::json(&run.verdicts, &run.versions) + "\n",
+                "junit" => parity::report::junit(&run.verdicts, &names),
+                other => bail!("--format {other}: text, json or junit"),
+            };
+            match &report {
+                Some(file) => std::fs::write(file, rendered).with_context(|| format!("writing {}", file.display()))?,
+                None => print!("{rendered}"),
+            }
+            if format != "text" || report.is_some() {
+                eprint!("{}", text.lines().last().map(|l| format!("{l}\n")).unwrap_or_default());
+            }
+            let differing = run.verdicts.iter().filter(|v| v.difference.is_some()).count();
+            if differing > 0 {
+                bail!("{differing} pages differ");
             }
         }
         Command::Key { kind: KeyKind::Data { context, params }, secret } => {

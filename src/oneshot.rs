@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One origin answer: `{"data": ...}` or `{"error": {...}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum OriginAnswer {
     /// A successful answer.
@@ -27,6 +27,18 @@ pub enum OriginAnswer {
 pub fn page_input(
     manifest: &Manifest,
     url: &str,
+    answers: &BTreeMap<String, OriginAnswer>,
+) -> anyhow::Result<(String, String, PageInput)> {
+    page_input_with_headers(manifest, url, &BTreeMap::new(), answers)
+}
+
+/// [`page_input`] for a request that carried `headers`: those the route declares in `vary`
+/// reach the input as the node passes them (lower-case names, canonical values); the others
+/// are dropped.
+pub fn page_input_with_headers(
+    manifest: &Manifest,
+    url: &str,
+    headers: &BTreeMap<String, String>,
     answers: &BTreeMap<String, OriginAnswer>,
 ) -> anyhow::Result<(String, String, PageInput)> {
     let router = Router::new(manifest).map_err(|(i, m)| anyhow!("routes[{i}]: {m}"))?;
@@ -43,6 +55,14 @@ pub fn page_input(
         query: matched.query,
         ..PageInput::default()
     };
+    for name in &route.vary {
+        let name = name.to_ascii_lowercase();
+        let value = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
+        if let Some(value) = value {
+            let value = crate::cache::key::canonical_header_value(value);
+            input.headers.insert(name, Value::String(value));
+        }
+    }
     for (context, params) in matched.deps {
         match answers.get(&context) {
             Some(OriginAnswer::Data(data)) => input.data.push(DependencyData { context, params, data: data.clone() }),
@@ -67,11 +87,23 @@ pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>) -
         }
     };
     let (bundle, page, input) = page_input(&manifest, url, &answers)?;
-    let path = manifest.bundle_path(&bundle).expect("validated manifest names its bundles");
-    let source = BundleSource::read(&bundle, &path)?;
+    render_input(&manifest, &bundle, &page, input).await
+}
+
+/// Renders a case file (what `mizan-render capture` writes) once with a one-worker pool.
+pub async fn render_case(manifest_path: &Path, case_path: &Path) -> anyhow::Result<Rendered> {
+    let manifest = Manifest::load(manifest_path)?;
+    let case = crate::parity::case::Case::read(case_path)?;
+    let (bundle, page, input) = case.input(&manifest)?;
+    render_input(&manifest, &bundle, &page, input).await
+}
+
+async fn render_input(manifest: &Manifest, bundle: &str, page: &str, input: PageInput) -> anyhow::Result<Rendered> {
+    let path = manifest.bundle_path(bundle).expect("validated manifest names its bundles");
+    let source = BundleSource::read(bundle, &path)?;
     let pool = tokio::task::spawn_blocking(move || {
         Pool::start(PoolConfig { workers: 1, queue: 1, ..PoolConfig::default() }, &[source])
     })
     .await??;
-    Ok(pool.render(&bundle, &page, &input).await?)
+    Ok(pool.render(bundle, page, &input).await?)
 }

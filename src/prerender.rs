@@ -16,9 +16,9 @@ pub struct Report {
 }
 
 /// The URLs the manifest enumerates.
-pub fn urls(node: &Node) -> Vec<String> {
+pub fn urls(manifest: &crate::manifest::Manifest) -> Vec<String> {
     let mut urls = Vec::new();
-    for route in &node.manifest.routes {
+    for route in &manifest.routes {
         for params in &route.prerender {
             let path: Vec<String> = route
                 .path
@@ -43,7 +43,7 @@ pub fn urls(node: &Node) -> Vec<String> {
 /// Renders every enumerable page through the node's own pipeline, with as many in flight
 /// as there are render workers, and a progress bar on stderr.
 pub async fn run(node: &Arc<Node>) -> Report {
-    let urls = urls(node);
+    let urls = urls(&node.manifest);
     let bar = ProgressBar::new(urls.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),

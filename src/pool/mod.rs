@@ -63,6 +63,10 @@ pub struct PoolConfig {
     pub cpu_budget: Duration,
     /// Bytes of input that may wait in the queue. Default: 64 MiB.
     pub queue_bytes: usize,
+    /// A classic script evaluated once, before any bundle, into the snapshot every isolate
+    /// starts from: `mizan-render parity --deterministic` fixes the clock and seeds the random
+    /// sources with it. Default: none.
+    pub prelude: Option<Arc<str>>,
 }
 
 impl Default for PoolConfig {
@@ -76,6 +80,7 @@ impl Default for PoolConfig {
             max_heap: 256 << 20,
             cpu_budget: Duration::from_millis(500),
             queue_bytes: 64 << 20,
+            prelude: None,
         }
     }
 }
@@ -145,8 +150,9 @@ impl Pool {
         // Each bundle still renders only in isolates of its own, so no render of one bundle
         // can reach another's.
         let started = Instant::now();
-        let family = snapshot::family(bundles);
-        let snapshot = snapshot::acquire(bundles)?;
+        let prelude = config.prelude.as_deref();
+        let family = snapshot::family(bundles, prelude);
+        let snapshot = snapshot::acquire(bundles, prelude)?;
         // From here the pool holds its snapshot; dropping it (or a failed start) releases it.
         let mut pool = Self {
             queue: None,

@@ -41,7 +41,13 @@ impl BundleSource {
 /// runtime and blocks for as long as the bundles take to evaluate). The bytes are leaked:
 /// V8 needs them for as long as any isolate restored from them lives.
 pub fn build(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
+    build_with(bundles, None)
+}
+
+/// [`build`], with `prelude` (a classic script) evaluated before the bundles.
+pub fn build_with(bundles: &[BundleSource], prelude: Option<&str>) -> Result<&'static [u8], RenderError> {
     let bundles = bundles.to_vec();
+    let prelude = prelude.map(str::to_string);
     std::thread::Builder::new()
         .name("mizan-snapshot".into())
         .spawn(move || {
@@ -49,17 +55,26 @@ pub fn build(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
                 .enable_all()
                 .build()
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
-            tokio.block_on(build_here(&bundles))
+            tokio.block_on(build_here(&bundles, prelude.as_deref()))
         })
         .map_err(|e| RenderError::Setup(e.to_string()))?
         .join()
         .map_err(|_| RenderError::Setup("snapshot thread panicked".into()))?
 }
 
-async fn build_here(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
+async fn build_here(bundles: &[BundleSource], prelude: Option<&str>) -> Result<&'static [u8], RenderError> {
     let mut runtime =
         JsRuntimeForSnapshot::try_new(runtime_options(None)).map_err(|e| RenderError::Setup(error_text(e)))?;
-    let loaded = load_all(&mut runtime, bundles).await;
+    let loaded = match prelude {
+        Some(code) => match runtime.execute_script("ext:mizan/prelude.js", code.to_string()) {
+            Ok(_) => load_all(&mut runtime, bundles).await,
+            Err(e) => Err(RenderError::Setup(format!(
+                "the prelude failed: {}",
+                e.stack.as_deref().unwrap_or(&e.exception_message)
+            ))),
+        },
+        None => load_all(&mut runtime, bundles).await,
+    };
     // Serialised even when a bundle failed: a snapshot isolate dropped without one is leaked
     // (and V8 says so on stderr, beside the real error).
     let snapshot = runtime.snapshot();
@@ -153,16 +168,21 @@ struct Registry {
 
 static REGISTRY: std::sync::Mutex<Option<Registry>> = std::sync::Mutex::new(None);
 
-/// Identifies a set of bundles: names and code hashes, in order.
-pub(crate) fn family(bundles: &[BundleSource]) -> String {
-    bundles.iter().map(|b| format!("{}={}", b.name, b.hash)).collect::<Vec<_>>().join(",")
+/// Identifies a set of bundles (names and code hashes, in order) and the prelude.
+pub(crate) fn family(bundles: &[BundleSource], prelude: Option<&str>) -> String {
+    let mut family = bundles.iter().map(|b| format!("{}={}", b.name, b.hash)).collect::<Vec<_>>().join(",");
+    if let Some(code) = prelude {
+        use sha2::Digest as _;
+        family.push_str(&format!(",(prelude={})", hex::encode(&sha2::Sha256::digest(code.as_bytes())[..8])));
+    }
+    family
 }
 
 /// The snapshot of `bundles` for a new pool: the one already built for the same bundles, or a
 /// new one; refused while pools of other bundles are alive in this process. Every successful
 /// call is paired with a [`release`] when the pool is gone.
-pub(crate) fn acquire(bundles: &[BundleSource]) -> Result<&'static [u8], RenderError> {
-    let family = family(bundles);
+pub(crate) fn acquire(bundles: &[BundleSource], prelude: Option<&str>) -> Result<&'static [u8], RenderError> {
+    let family = family(bundles, prelude);
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let registry = registry.get_or_insert_with(Registry::default);
     if let Some((live, pools)) = &registry.live
@@ -181,7 +201,7 @@ pub(crate) fn acquire(bundles: &[BundleSource]) -> Result<&'static [u8], RenderE
         Some(bytes) => *bytes,
         // Built under the registry's lock: never two snapshots at once.
         None => {
-            let bytes = build(bundles)?;
+            let bytes = build_with(bundles, prelude)?;
             registry.built.insert(family.clone(), bytes);
             bytes
         }

@@ -215,7 +215,7 @@ pub async fn the_purge_command_signs_what_the_node_accepts(backend: Backend) {
 
 pub async fn prerender_warms_every_enumerable_page(backend: Backend) {
     let h = Harness::start(backend).await;
-    let urls = mizan_render::prerender::urls(&h.node);
+    let urls = mizan_render::prerender::urls(&h.node.manifest);
     assert_eq!(urls.len(), 21);
     assert!(urls.contains(&"/products".to_string()) && urls.contains(&"/products/20".to_string()));
     let report = mizan_render::prerender::run(&h.node).await;
