@@ -132,9 +132,22 @@ fn every_captured_page_is_identical_in_every_runtime(app: App) {
         .output()
         .unwrap();
     assert!(out.status.success(), "capture: {}", String::from_utf8_lossy(&out.stderr));
+    let enumerated = std::fs::read_dir(&cases).unwrap().count();
+    assert!(enumerated >= 20, "every prerender URL is captured: {enumerated}");
+    // The pages no `prerender` list enumerates, from a file of URLs (comments and blank lines
+    // skipped): a 404 from the origin, pages without data, a query.
+    let urls = scratch(&format!("parity-urls-{}.txt", app.bundle()));
+    std::fs::write(&urls, "# more pages\n/products/9999\n/about\n/promo\n\n/search?q=kettle\n").unwrap();
+    let mut capture = cli();
+    capture.arg("capture").arg("--manifest").arg(&manifest).args(["--origin", &origin.url()]);
+    let out = capture.arg("--urls").arg(&urls).arg("--out").arg(&cases).output().unwrap();
+    assert!(out.status.success(), "capture --urls: {}", String::from_utf8_lossy(&out.stderr));
     let mut files: Vec<_> = std::fs::read_dir(&cases).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    assert!(files.len() >= 20, "every prerender URL is captured: {files:?}");
+    assert_eq!(files.len(), enumerated + 4, "{files:?}");
+    let missing: Value =
+        serde_json::from_str(&std::fs::read_to_string(cases.join("products-9999.json")).unwrap()).unwrap();
+    assert_eq!(missing["answers"]["product_detail"]["error"]["status"], 404, "{missing}");
     let case = files.iter().find(|f| f.ends_with("products-7.json")).expect("product 7's case");
     let text: Value = serde_json::from_str(&std::fs::read_to_string(case).unwrap()).unwrap();
     assert_eq!(
@@ -276,4 +289,32 @@ fn a_missing_runtime_is_an_error_that_says_how_to_install_it() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("npm i -D bun"), "{stderr}");
+}
+
+/// An answer the node would refuse (here one that breaks its context's schema) is not
+/// captured: the error names the URL, the context and the schema path, the other pages are
+/// written, and the exit is non-zero.
+#[test]
+fn capture_refuses_an_answer_the_node_would_refuse_and_keeps_the_rest() {
+    let origin = crate::e2e::harness::Origin::start();
+    let dir = scratch("parity-capture-broken");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("urls.txt"), "/broken\n/about\n").unwrap();
+    let out = cli()
+        .arg("capture")
+        .arg("--manifest")
+        .arg(root().join(App::React.manifest()))
+        .args(["--origin", &origin.url()])
+        .arg("--urls")
+        .arg(dir.join("urls.txt"))
+        .arg("--out")
+        .arg(dir.join("cases"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/broken: context broken_list"), "{stderr}");
+    assert!(stderr.contains("/properties/products/items/properties/price/type"), "{stderr}");
+    assert!(dir.join("cases/about.json").exists() && !dir.join("cases/broken.json").exists());
 }
