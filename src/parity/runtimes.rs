@@ -17,6 +17,8 @@ const WORKER: &str = include_str!("../../runtime-js/parity/worker.mjs");
 const WORKERD_CONFIG: &str = include_str!("../../runtime-js/parity/workerd.capnp.tmpl");
 /// Records the Intl calls a render makes; a classic script the runners evaluate first.
 const INTL: &str = include_str!("../../runtime-js/parity/intl.js");
+/// What the runner and the worker share: results, errors and the render deadline.
+const RESULTS: &str = include_str!("../../runtime-js/parity/results.mjs");
 /// The determinism prelude: a classic script, also evaluated by this node's own isolates.
 pub const DETERMINISM: &str = include_str!("../../runtime-js/parity/determinism.js");
 
@@ -192,9 +194,13 @@ pub async fn run(
 
 /// Writes the runners' scripts into `dir`.
 fn write_scripts(dir: &Path) -> anyhow::Result<()> {
-    for (name, text) in
-        [("runner.mjs", RUNNER), ("worker.mjs", WORKER), ("intl.js", INTL), ("determinism.js", DETERMINISM)]
-    {
+    for (name, text) in [
+        ("runner.mjs", RUNNER),
+        ("worker.mjs", WORKER),
+        ("intl.js", INTL),
+        ("results.mjs", RESULTS),
+        ("determinism.js", DETERMINISM),
+    ] {
         std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()))?;
     }
     Ok(())
@@ -248,6 +254,7 @@ async fn run_workerd(binary: &Path, body: &[u8], workerd: &Workerd, dir: &Path) 
         .replace("{{WORKER}}", "worker.mjs")
         .replace("{{BUNDLE}}", "bundle.mjs")
         .replace("{{INTL}}", "intl.js")
+        .replace("{{RESULTS}}", "results.mjs")
         .replace("{{DETERMINISM}}", "determinism.js")
         .replace("{{VERSION}}", &version);
     let config_file = dir.join("config.capnp");
