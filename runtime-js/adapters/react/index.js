@@ -5,14 +5,7 @@
 // isolates, in Node and in workerd.
 import { createElement } from "react";
 import { renderToReadableStream, renderToString } from "react-dom/server.edge";
-import {
-  DjangoError,
-  MizanStore,
-  documentStream,
-  htmlDocument,
-  htmlDocumentShell,
-  hydrationPayload,
-} from "../shared/mizan.js";
+import { DjangoError, documentStream, htmlDocument, htmlDocumentShell, preparePage } from "../shared/mizan.js";
 import { MizanContext, useMizan } from "./context.js";
 
 export { DjangoError };
@@ -26,28 +19,21 @@ export { MizanContext, useMizan };
  * `head` (optional) is HTML put into every page's `<head>` (the app's `<style>`, say).
  */
 export function createServerRenderer({ pages, head = "" }) {
+  /** The page's element tree, inside the provider of its store. */
+  const tree = (page, store, input) =>
+    createElement(
+      MizanContext,
+      { store },
+      createElement(page.component, { params: input.params, query: input.query, url: input.url, headers: input.headers ?? {} }),
+    );
+
   return {
     async render(input) {
-      const page = pages[input.page];
-      if (page === undefined) {
-        throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
-      }
-      const store = new MizanStore(input);
-      const tree = createElement(
-        MizanContext,
-        { store },
-        createElement(page.component, { params: input.params, query: input.query, url: input.url, headers: input.headers ?? {} }),
-      );
+      const { page, store, status, headers, document } = preparePage(pages, input, head);
       // The string renderer: the same HTML as the stream, byte for byte, in a third of the
       // time in V8 (no stream to decode back to a string). Streaming is `renderStream`'s.
-      const body = renderToString(tree);
-      const title = page.title ? page.title(input, store) : input.page;
-      const extra = page.headers ? page.headers(input, store) : [];
-      return {
-        status: store.status(),
-        headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-        html: htmlDocument({ title, head, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
-      };
+      const body = renderToString(tree(page, store, input));
+      return { status, headers, html: htmlDocument({ ...document, body }) };
     },
 
     /**
@@ -57,23 +43,13 @@ export function createServerRenderer({ pages, head = "" }) {
      * (`onError`), in the shell or after it, errors the stream.
      */
     async renderStream(input) {
-      const page = pages[input.page];
-      if (page === undefined) {
-        throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
-      }
-      const store = new MizanStore(input);
-      const tree = createElement(
-        MizanContext,
-        { store },
-        createElement(page.component, { params: input.params, query: input.query, url: input.url, headers: input.headers ?? {} }),
-      );
-      const title = page.title ? page.title(input, store) : input.page;
-      const extra = page.headers ? page.headers(input, store) : [];
-      const { start, end } = htmlDocumentShell({ title, head, payload: hydrationPayload(input, store), client: input.assets?.client });
+      const { page, store, status, headers, document } = preparePage(pages, input, head);
+      const { start, end } = htmlDocumentShell(document);
+      const element = tree(page, store, input);
       return {
-        status: store.status(),
-        headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-        body: documentStream(start, (fail) => renderToReadableStream(tree, { onError: fail }), end),
+        status,
+        headers,
+        body: documentStream(start, (fail) => renderToReadableStream(element, { onError: fail }), end),
       };
     },
   };

@@ -128,6 +128,33 @@ export function readPayload(document) {
 }
 
 /**
+ * What a render of every framework starts with, all known before the body since the data was
+ * prefetched: the entry of `input.page` in `pages` (an error naming the pages the bundle has
+ * when there is none), its store, the response's status and headers, and the document's
+ * options but its body (`head` is the app's, put into every page's `<head>`).
+ */
+export function preparePage(pages, input, head) {
+  const page = pages[input.page];
+  if (page === undefined) {
+    throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
+  }
+  const store = new MizanStore(input);
+  const extra = page.headers ? page.headers(input, store) : [];
+  return {
+    page,
+    store,
+    status: store.status(),
+    headers: [["content-type", "text/html; charset=utf-8"], ...extra],
+    document: {
+      title: page.title ? page.title(input, store) : input.page,
+      head,
+      payload: hydrationPayload(input, store),
+      client: input.assets?.client,
+    },
+  };
+}
+
+/**
  * The whole HTML document around a rendered page body; `client` is the URL of the client
  * bundle that hydrates it (the node passes it as `input.assets.client`), if there is one;
  * `head` is HTML the framework rendered for `<head>` (Svelte's `<svelte:head>`), if any.

@@ -3,7 +3,7 @@
 // the render ABI (`export default { render(input) }`, see docs/bundle-abi.md). The same
 // bundle runs in mizan-render's isolates, in Node and in workerd.
 import { render } from "svelte/server";
-import { DjangoError, MizanStore, htmlDocument, hydrationPayload } from "../shared/mizan.js";
+import { DjangoError, htmlDocument, preparePage } from "../shared/mizan.js";
 import { mizanContext, pageProps, provideMizan, useMizan } from "./context.js";
 
 export { DjangoError };
@@ -20,21 +20,11 @@ export { provideMizan, useMizan };
 export function createServerRenderer({ pages, head = "" }) {
   return {
     async render(input) {
-      const page = pages[input.page];
-      if (page === undefined) {
-        throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
-      }
-      const store = new MizanStore(input);
+      const { page, store, status, headers, document } = preparePage(pages, input, head);
       // Read synchronously: the data is prefetched, so no component awaits, and Svelte's
       // asynchronous rendering (which needs node:async_hooks) is never started.
       const { head: pageHead, body } = render(page.component, { props: pageProps(input), context: mizanContext(store) });
-      const title = page.title ? page.title(input, store) : input.page;
-      const extra = page.headers ? page.headers(input, store) : [];
-      return {
-        status: store.status(),
-        headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-        html: htmlDocument({ title, head: head + pageHead, body, payload: hydrationPayload(input, store), client: input.assets?.client }),
-      };
+      return { status, headers, html: htmlDocument({ ...document, head: document.head + pageHead, body }) };
     },
   };
 }

@@ -5,14 +5,7 @@
 // isolates, in Node and in workerd.
 import { createSSRApp } from "vue";
 import { renderToString, renderToWebStream } from "vue/server-renderer";
-import {
-  DjangoError,
-  MizanStore,
-  documentStream,
-  htmlDocument,
-  htmlDocumentShell,
-  hydrationPayload,
-} from "../shared/mizan.js";
+import { DjangoError, documentStream, htmlDocument, htmlDocumentShell, preparePage } from "../shared/mizan.js";
 import { pageProps, provideMizan, useMizan } from "./context.js";
 
 // Vue's server build shares its current-instance setters with other copies of Vue through
@@ -36,27 +29,12 @@ export function createServerRenderer({ pages, head = "" }) {
   // The app, document options and response head of one render: all known before the body,
   // since the data was fetched before the render.
   function prepare(input) {
-    const page = pages[input.page];
-    if (page === undefined) {
-      throw new Error(`unknown page "${input.page}" (this bundle has: ${Object.keys(pages).join(", ")})`);
-    }
-    const store = new MizanStore(input);
+    const { page, store, status, headers, document } = preparePage(pages, input, head);
     const app = createSSRApp(page.component, pageProps(page.component, input));
     provideMizan(app, store);
     // A production build would log a component's error and render on without it.
     app.config.throwUnhandledErrorInProduction = true;
-    const extra = page.headers ? page.headers(input, store) : [];
-    return {
-      app,
-      document: {
-        title: page.title ? page.title(input, store) : input.page,
-        payload: hydrationPayload(input, store),
-        client: input.assets?.client,
-        head,
-      },
-      status: store.status(),
-      headers: [["content-type", "text/html; charset=utf-8"], ...extra],
-    };
+    return { app, document, status, headers };
   }
 
   return {
