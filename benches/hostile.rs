@@ -31,11 +31,7 @@ const WARMUP_S: u64 = 3;
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let port = mizan_render::testing::free_port();
-    let mut django = std::process::Command::new(root.join("fixtures/origin/.venv/bin/python"));
-    django.arg("-u").arg(root.join("fixtures/origin/manage.py"));
-    django.args(["runserver", &format!("127.0.0.1:{port}"), "--noreload"]);
-    let mut origin =
-        mizan_render::testing::spawn_ready(django, "the Django origin", |l| l.starts_with("Quit the server"));
+    let mut origin = mizan_render::testing::django_origin(port, &[]);
 
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (calm, hostile, refused) = tokio.block_on(async {

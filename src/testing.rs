@@ -1,6 +1,7 @@
 //! Helpers for tests and benchmarks that need real components: a `redis-server` on a free
-//! loopback port, started on demand and stopped on drop, and [`spawn_ready`] for any server
-//! that says in its log when it is ready. A missing program panics with how to install it: a
+//! loopback port, started on demand and stopped on drop, the fixture Django origin
+//! ([`django_origin`]), and [`spawn_ready`] for any server that says in its log when it is
+//! ready. A missing program panics with how to install it: a
 //! test that needs Redis fails, it never skips.
 
 use std::io::{BufRead, BufReader};
@@ -34,6 +35,19 @@ pub fn spawn_ready(mut command: Command, what: &str, ready: impl Fn(&str) -> boo
     }
     std::thread::spawn(move || for _ in lines {});
     child
+}
+
+/// Starts the fixture Django origin (`fixtures/origin`, with its venv's Python) on
+/// `127.0.0.1:port`, with `env` set, and returns once Django says it serves.
+pub fn django_origin(port: u16, env: &[(&str, &str)]) -> Child {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("fixtures/origin/.venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup (it installs Django)", python.display());
+    let mut command = Command::new(python);
+    command.arg("-u").arg(root.join("fixtures/origin/manage.py"));
+    command.args(["runserver", &format!("127.0.0.1:{port}"), "--noreload"]);
+    command.envs(env.iter().copied());
+    spawn_ready(command, "the Django origin", |line| line.starts_with("Quit the server"))
 }
 
 /// Kills a child process (as a crash would) and reaps it.

@@ -9,7 +9,7 @@ use mizan_render::pool::PoolConfig;
 use mizan_render::testing::{self, RedisServer};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +29,7 @@ impl Origin {
     }
 
     fn spawn(&mut self) {
-        let python = root().join("fixtures/origin/.venv/bin/python");
-        assert!(python.exists(), "{} is missing: run scripts/setup (it installs Django)", python.display());
-        let mut command = Command::new(python);
-        command.arg("-u").arg(root().join("fixtures/origin/manage.py"));
-        command.args(["runserver", &format!("127.0.0.1:{}", self.port), "--noreload"]);
-        // Ready when Django says so.
-        self.child =
-            Some(testing::spawn_ready(command, "the Django origin", |line| line.starts_with("Quit the server")));
+        self.child = Some(testing::django_origin(self.port, &[]));
     }
 
     pub fn url(&self) -> String {
