@@ -55,13 +55,9 @@ pub fn page_input_with_headers(
         query: matched.query,
         ..PageInput::default()
     };
-    for name in &route.vary {
-        let name = name.to_ascii_lowercase();
-        let value = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
-        if let Some(value) = value {
-            let value = crate::cache::key::canonical_header_value(value);
-            input.headers.insert(name, Value::String(value));
-        }
+    let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    for (name, value) in crate::cache::key::vary_headers(&route.vary, header) {
+        input.headers.insert(name, Value::String(value));
     }
     for (context, params) in matched.deps {
         match answers.get(&context) {

@@ -252,16 +252,23 @@ pub fn canonical_header_value(value: &str) -> String {
 /// empty one is `name=`. A route names each header once (the manifest refuses repeats), so
 /// each header contributes at most one line.
 pub fn canonical_vary<'h>(declared: &[String], header: impl Fn(&str) -> Option<&'h str>) -> String {
-    let mut lines: Vec<String> = declared
+    let mut lines: Vec<String> =
+        vary_headers(declared, header).into_iter().map(|(name, value)| format!("{name}={value}")).collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// The declared vary headers a request carries, as a render receives them: lower-case name and
+/// the value as [`canonical_header_value`] has it, in the declared order; absent ones left out.
+pub fn vary_headers<'h>(declared: &[String], header: impl Fn(&str) -> Option<&'h str>) -> Vec<(String, String)> {
+    declared
         .iter()
         .map(|name| name.to_ascii_lowercase())
         .filter_map(|name| {
             let value = canonical_header_value(header(&name)?);
-            Some(format!("{name}={value}"))
+            Some((name, value))
         })
-        .collect();
-    lines.sort();
-    lines.join("\n")
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::Node;
 use super::quarantine::{Admission, Probe};
 use super::stream::LiveBody;
 use crate::cache::Entry;
-use crate::cache::key::{PageKeyParts, canonical_header_value, canonical_vary, normalize_path};
+use crate::cache::key::{PageKeyParts, canonical_vary, normalize_path, vary_headers};
 use crate::cache::meta::{Freshness, Meta};
 use crate::manifest::{CachePolicy, MAX_URL_LEN, RouteError, RouteMatch};
 use crate::origin::OriginError;
@@ -208,10 +208,7 @@ impl Node {
         let no_store =
             route.data.iter().any(|d| matches!(self.manifest.contexts[&d.context].cache, CachePolicy::Never(_)));
         let vary: Vec<String> = route.vary.iter().map(|v| v.to_ascii_lowercase()).collect();
-        let headers: Vec<(String, String)> = vary
-            .iter()
-            .filter_map(|name| Some((name.clone(), canonical_header_value(request.header(name)?))))
-            .collect();
+        let headers = vary_headers(&vary, |name| request.header(name));
         let key = if no_store {
             String::new()
         } else {
