@@ -262,33 +262,26 @@ fn parity_catches_randomness_unless_deterministic() {
 #[test]
 fn a_missing_runtime_is_an_error_that_says_how_to_install_it() {
     let dir = one_page("random", "parity-missing-runtime");
-    let out = cli()
-        .arg("parity")
-        .arg("--manifest")
-        .arg(dir.join("manifest.json"))
-        .arg("--cases")
-        .arg(dir.join("cases"))
-        .args(["--runtimes", "node,bun"])
-        .env("PATH", "/nonexistent")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // With nothing on PATH and no node_modules here: `(succeeded, stderr)`.
+    let parity = |runtimes: &str| {
+        let out = cli()
+            .arg("parity")
+            .arg("--manifest")
+            .arg(dir.join("manifest.json"))
+            .arg("--cases")
+            .arg(dir.join("cases"))
+            .args(["--runtimes", runtimes])
+            .env("PATH", "/nonexistent")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (passed, stderr) = parity("node,bun");
+    assert!(!passed);
     assert!(stderr.contains("node not found on PATH") && stderr.contains("leave node out of --runtimes"), "{stderr}");
-    let out = cli()
-        .arg("parity")
-        .arg("--manifest")
-        .arg(dir.join("manifest.json"))
-        .arg("--cases")
-        .arg(dir.join("cases"))
-        .args(["--runtimes", "bun"])
-        .env("PATH", "/nonexistent")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("npm i -D bun"), "{stderr}");
+    let (passed, stderr) = parity("bun");
+    assert!(!passed && stderr.contains("npm i -D bun"), "{stderr}");
 }
 
 /// An answer the node would refuse (here one that breaks its context's schema) is not
