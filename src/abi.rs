@@ -43,8 +43,49 @@ pub struct DependencyData {
     pub context: String,
     /// Its params object.
     pub params: Map<String, Value>,
-    /// What the origin answered under `data`.
-    pub data: Value,
+    /// What the origin answered under `data`, as JSON text.
+    pub data: RawJson,
+}
+
+/// A JSON value held as its text. Data the cache holds as bytes goes into the render input as
+/// it is: checked to be one JSON value (a scan, not a parse into a tree), never built into a
+/// [`Value`] and written out again on every miss.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// `text` if it is exactly one JSON value; else the parser's error.
+    pub fn from_text(text: String) -> serde_json::Result<Self> {
+        serde_json::value::RawValue::from_string(text).map(Self)
+    }
+
+    /// `bytes` if they are UTF-8 text of exactly one JSON value.
+    pub fn from_bytes(bytes: &[u8]) -> serde_json::Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|e| serde::de::Error::custom(format!("not UTF-8: {e}")))?;
+        Self::from_text(text.to_owned())
+    }
+
+    /// The text of `value` (written, not checked again).
+    pub fn from_value(value: &Value) -> serde_json::Result<Self> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed (for tests and tools; the render path never needs it).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// One dependency the origin answered with an error.
@@ -94,17 +135,8 @@ pub struct Rendered {
     pub elapsed: Duration,
 }
 
-/// `render()`'s resolved value as the bundle returns it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct RawRendered {
-    #[serde(default = "ok_status")]
-    pub status: u32,
-    #[serde(default)]
-    pub headers: RawHeaders,
-    pub html: String,
-}
-
-/// `renderStream()`'s resolved value as the bundle returns it, but its `body` (read apart).
+/// The status and headers `render()` and `renderStream()` resolve with (the `html` or `body`
+/// beside them is read apart).
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawHead {
     #[serde(default = "ok_status")]

@@ -4,7 +4,7 @@
 //! The data file maps context names to what the origin answered for them, in the origin
 //! protocol's own shape: `{"product_detail": {"data": {...}}, "cart": {"error": {...}}}`.
 
-use crate::abi::{DependencyData, DependencyError, OriginError, PageInput, Rendered};
+use crate::abi::{DependencyData, DependencyError, OriginError, PageInput, RawJson, Rendered};
 use crate::manifest::{Manifest, Router};
 use crate::pool::{BundleSource, Pool, PoolConfig};
 use anyhow::{Context as _, anyhow, bail};
@@ -61,7 +61,9 @@ pub fn page_input_with_headers(
     }
     for (context, params) in matched.deps {
         match answers.get(&context) {
-            Some(OriginAnswer::Data(data)) => input.data.push(DependencyData { context, params, data: data.clone() }),
+            Some(OriginAnswer::Data(data)) => {
+                input.data.push(DependencyData { context, params, data: RawJson::from_value(data)? })
+            }
             Some(OriginAnswer::Error(error)) => {
                 input.errors.push(DependencyError { context, params, error: error.clone() })
             }

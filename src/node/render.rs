@@ -6,7 +6,7 @@
 use super::Node;
 use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Sharing, Target};
 use super::quarantine::Outcome;
-use crate::abi::{DependencyData, DependencyError, PageInput};
+use crate::abi::{DependencyData, DependencyError, PageInput, RawJson};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
 use crate::cache::{Entry, Generations, PutOutcome};
 use crate::manifest::{CachePolicy, CacheTimes};
@@ -286,7 +286,7 @@ impl Node {
         if let Some(key) = &key {
             match self.store.get(key).await {
                 Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
-                    match serde_json::from_slice::<Value>(&entry.body) {
+                    match RawJson::from_bytes(&entry.body) {
                         Ok(data) => return Ok((Answer::Data(data), Directives::default())),
                         Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
                     }
@@ -324,7 +324,7 @@ impl Node {
                 stale_at: None,
                 extra: Map::new(),
             };
-            let body = bytes::Bytes::from(serde_json::to_vec(data).unwrap_or_default());
+            let body = Bytes::copy_from_slice(data.get().as_bytes());
             if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
                 self.store_failed("put", &e);
             }

@@ -130,8 +130,8 @@ impl Directives {
 /// A context answer: the data, or the error the page renders as a `DjangoError`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// `{"data": ...}`, validated.
-    Data(Value),
+    /// `{"data": ...}`, validated, as its JSON text.
+    Data(crate::abi::RawJson),
     /// `{"error": ...}` with a 4xx status.
     Error(DjangoError),
 }
@@ -298,6 +298,7 @@ impl Origin {
         match (status, document.remove("data"), document.remove("error")) {
             (200..=299, Some(data), None) => {
                 self.validate(context, &data)?;
+                let data = crate::abi::RawJson::from_value(&data).map_err(|e| protocol(format!("\"data\": {e}")))?;
                 Ok(Fetched { answer: Answer::Data(data), directives })
             }
             (400..=499, None, Some(error)) => {

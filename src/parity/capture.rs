@@ -60,7 +60,7 @@ async fn capture_one(manifest: &Manifest, router: &Router, origin: &Origin, url:
     for (context, params) in &matched.deps {
         let fetched = origin.fetch(context, params, &[]).await.with_context(|| format!("context {context}"))?;
         let answer = match fetched.answer {
-            Answer::Data(data) => OriginAnswer::Data(data),
+            Answer::Data(data) => OriginAnswer::Data(data.to_value()),
             Answer::Error(error) => OriginAnswer::Error(error),
         };
         answers.insert(context.clone(), answer);

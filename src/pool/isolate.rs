@@ -5,7 +5,7 @@
 //! tokio runtime (V8 posts delayed tasks onto it).
 
 use super::RenderError;
-use crate::abi::{RawHead, RawRendered, Rendered};
+use crate::abi::{RawHead, Rendered};
 use crate::js;
 use crate::js::ext::ChunkSink;
 use deno_core::error::{CoreError, CoreErrorKind};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Options of every render isolate: restored from the app `snapshot`, or none to build it.
 pub(crate) fn runtime_options(snapshot: Option<&'static [u8]>) -> RuntimeOptions {
+    js::init_v8();
     RuntimeOptions {
         startup_snapshot: snapshot,
         extensions: js::extensions(),
@@ -201,13 +202,23 @@ impl Isolate {
         self.settle();
         scope!(scope, &mut self.runtime);
         let local = v8::Local::new(scope, value);
-        let raw: RawRendered = serde_v8::from_v8(scope, local).map_err(|e| RenderError::BadOutput {
+        let bad = |message: String| RenderError::BadOutput {
             bundle: bundle.into(),
             page: page.into(),
-            message: format!("render() must resolve to {{ status, headers, html }}: {e}"),
-        })?;
+            message: format!("render() must resolve to {{ status, headers, html }}: {message}"),
+        };
+        let raw: RawHead = serde_v8::from_v8(scope, local).map_err(|e| bad(e.to_string()))?;
+        let html = v8::Local::<v8::Object>::try_from(local)
+            .ok()
+            .and_then(|object| {
+                let key = v8::String::new(scope, "html")?;
+                object.get(scope, key.into())
+            })
+            .and_then(|html| v8::Local::<v8::String>::try_from(html).ok())
+            .ok_or_else(|| bad("html is not a string".into()))?;
+        let html = utf8(scope, html);
         let status = http_status(raw.status, bundle, page)?;
-        Ok(Rendered { status, headers: raw.headers.into_vec(), html: raw.html, elapsed })
+        Ok(Rendered { status, headers: raw.headers.into_vec(), html, elapsed })
     }
 
     /// Renders `page` of `bundle` with the bundle's `renderStream(input)`: calls `head` with
@@ -275,6 +286,38 @@ impl Isolate {
             RenderError::Js { bundle: bundle.into(), page: page.into(), message: error_text(error) }
         }
     }
+}
+
+/// `string` as UTF-8 (lone surrogates as U+FFFD). V8's own `WriteUtf8` encodes a two-byte
+/// string one character at a time, and a page holding one character past Latin-1 is all
+/// two-byte; this encodes runs of ASCII with SIMD, which is most of any HTML. It encodes into a
+/// scratch buffer of the worst case's size, then copies what it wrote into a string of its
+/// exact size: a page body keeps no spare capacity (the cache counts what it stores).
+fn utf8(isolate: &mut v8::Isolate, string: v8::Local<v8::String>) -> String {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A scratch buffer larger than this (a page over 5 MB) is not kept between renders.
+    const KEEP: usize = 16 << 20;
+    let view = v8::ValueView::new(isolate, string);
+    SCRATCH.with_borrow_mut(|scratch| {
+        let written = match view.data() {
+            v8::ValueViewData::OneByte(latin1) => {
+                scratch.resize(scratch.len().max(latin1.len() * 2), 0);
+                encoding_rs::mem::convert_latin1_to_utf8(latin1, scratch)
+            }
+            v8::ValueViewData::TwoByte(utf16) => {
+                scratch.resize(scratch.len().max(utf16.len() * 3), 0);
+                encoding_rs::mem::convert_utf16_to_utf8(utf16, scratch)
+            }
+        };
+        // encoding_rs writes UTF-8 only; checking it again is a fast scan, not a parse.
+        let text = String::from_utf8_lossy(&scratch[..written]).into_owned();
+        if scratch.len() > KEEP {
+            *scratch = Vec::new();
+        }
+        text
+    })
 }
 
 /// A status a bundle answered, checked: an HTTP status (100–599).

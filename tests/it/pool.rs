@@ -20,7 +20,7 @@ async fn concurrent_renders_across_threads_each_get_their_own_page() {
             let pool = pool.clone();
             tokio::spawn(async move {
                 let (bundle, page, input) = react_page(&format!("/products/{id}"));
-                let name = input.data[0].data["name"].as_str().unwrap().to_string();
+                let name = input.data[0].data.to_value()["name"].as_str().unwrap().to_string();
                 let out = pool.render(&bundle, &page, &input).await.unwrap();
                 (id, name, out.html)
             })
@@ -68,6 +68,19 @@ async fn invalid_render_results_are_refused_with_the_reason() {
     assert!(err.to_string().ends_with("invalid render result: status 1000 is not an HTTP status"), "{err}");
     let err = pool.render("faulty", "never", &input("/")).await.unwrap_err();
     assert!(err.to_string().contains("event loop"), "a promise that can never settle is an error, not a hang: {err}");
+}
+
+#[tokio::test]
+async fn pages_come_back_as_utf8_whatever_the_strings_v8_holds() {
+    let pool = pool(1, &[test_bundle("faulty")]);
+    // Two-byte in V8 (one character past Latin-1), with a lone surrogate: U+FFFD, as a
+    // `TextEncoder` writes it.
+    let out = pool.render("faulty", "text", &input("/")).await.unwrap();
+    assert_eq!(out.html, "<p>aé—\u{1F600}\u{FFFD}z</p>");
+    // One-byte in V8 (Latin-1): é is two bytes of UTF-8.
+    let out = pool.render("faulty", "latin1", &input("/")).await.unwrap();
+    assert_eq!(out.html, format!("<p>café {}</p>", "x".repeat(100)));
+    assert_eq!(out.html.len(), "<p>café </p>".len() + 100);
 }
 
 #[tokio::test]

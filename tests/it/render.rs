@@ -53,7 +53,7 @@ async fn an_origin_error_renders_the_django_error_state_with_its_status() {
 async fn embedded_data_cannot_close_the_script_element() {
     let pool = pool(1, &[react_bundle()]);
     let (bundle, page, input) = react_page("/products/7");
-    let description = input.data[0].data["description"].as_str().unwrap().to_string();
+    let description = input.data[0].data.to_value()["description"].as_str().unwrap().to_string();
     assert!(description.contains("</script>") && description.contains('\u{2028}') && description.contains('\u{2029}'));
 
     let out = pool.render(&bundle, &page, &input).await.unwrap();

@@ -70,6 +70,24 @@ pub async fn hostile_requests_cannot_bust_or_poison_the_cache(backend: Backend) 
     assert_eq!(h.origin.calls("product_detail").await, 1);
 }
 
+pub async fn cached_data_that_is_not_json_is_fetched_again_and_replaced(backend: Backend) {
+    let h = Harness::start(backend).await;
+    assert_eq!(h.get("/products").await.status, 200);
+    assert_eq!(h.origin.calls("product_list").await, 1);
+    // The data entry the next miss reads, its body damaged (a shared store another writer
+    // got wrong, a truncated value).
+    let key = h.node.keys.data_key("product_list", &serde_json::Map::new());
+    let mut entry = (*h.node.store.get(&key).await.unwrap().expect("product_list was cached")).clone();
+    entry.body = bytes::Bytes::from_static(b"{\"items\": [1, 2");
+    h.node.store.put(entry).await.unwrap();
+    let page = h.get("/search?q=damaged").await;
+    assert_eq!((page.status, page.cache()), (200, "MISS"));
+    assert!(page.body.contains("href=\"/products/300\""), "the page has every row");
+    assert_eq!(h.origin.calls("product_list").await, 2, "the damaged entry was not used");
+    let repaired = h.node.store.get(&key).await.unwrap().expect("the fetched data was stored");
+    serde_json::from_slice::<serde_json::Value>(&repaired.body).expect("the stored data is JSON again");
+}
+
 pub async fn etags_answer_304(backend: Backend) {
     let h = Harness::start(backend).await;
     let first = h.get("/products/6").await;
@@ -239,6 +257,7 @@ pub async fn shared_pages_never_carry_a_visitors_cookie(backend: Backend) {
 
 on_every_store!(
     errors_have_the_right_status_and_say_what_was_wrong,
+    cached_data_that_is_not_json_is_fetched_again_and_replaced,
     hostile_requests_cannot_bust_or_poison_the_cache,
     etags_answer_304,
     signed_purges_are_accepted_once_and_forged_ones_change_nothing,
