@@ -200,6 +200,10 @@ enum Command {
         /// Print {status, headers, html} as JSON instead of the HTML alone.
         #[arg(long)]
         json: bool,
+        /// Render this many more times after the first and print their times (median, p90,
+        /// best; in the isolate, warm) to stderr: how long the page takes, without HTTP.
+        #[arg(long, default_value_t = 0)]
+        repeat: u32,
     },
     /// Record, for each page, what the origin answers, as case files for `parity`.
     Capture {
@@ -412,16 +416,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 bail!("{} pages failed to prerender", report.failed.len());
             }
         }
-        Command::Render { manifest, url, data, case, json } => {
-            let rendered = match (&case, &url) {
-                (Some(case), _) => mizan_render::oneshot::render_case(&manifest, case)
+        Command::Render { manifest, url, data, case, json, repeat } => {
+            let renders = match (&case, &url) {
+                (Some(case), _) => mizan_render::oneshot::render_case(&manifest, case, repeat)
                     .await
                     .with_context(|| format!("rendering case {}", case.display()))?,
-                (None, Some(url)) => mizan_render::oneshot::render(&manifest, url, data.as_deref())
+                (None, Some(url)) => mizan_render::oneshot::render(&manifest, url, data.as_deref(), repeat)
                     .await
                     .with_context(|| format!("rendering {url}"))?,
                 (None, None) => bail!("--url or --case is required"),
             };
+            if let Some(summary) = renders.summary() {
+                eprintln!("{summary}");
+            }
+            let rendered = renders.page;
             let mut out = std::io::stdout().lock();
             if json {
                 let value = serde_json::json!({

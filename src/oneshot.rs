@@ -73,8 +73,8 @@ pub fn page_input_with_headers(
     Ok((route.bundle.clone(), route.page.clone(), input))
 }
 
-/// Renders `url` once with a one-worker pool.
-pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>) -> anyhow::Result<Rendered> {
+/// Renders `url` with a one-worker pool: once, then `repeat` more times, timed.
+pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>, repeat: u32) -> anyhow::Result<Renders> {
     let manifest = Manifest::load(manifest_path)?;
     let answers: BTreeMap<String, OriginAnswer> = match data_path {
         None => BTreeMap::new(),
@@ -85,23 +85,63 @@ pub async fn render(manifest_path: &Path, url: &str, data_path: Option<&Path>) -
         }
     };
     let (bundle, page, input) = page_input(&manifest, url, &answers)?;
-    render_input(&manifest, &bundle, &page, input).await
+    render_input(&manifest, &bundle, &page, input, repeat).await
 }
 
-/// Renders a case file (what `mizan-render capture` writes) once with a one-worker pool.
-pub async fn render_case(manifest_path: &Path, case_path: &Path) -> anyhow::Result<Rendered> {
+/// Renders a case file (what `mizan-render capture` writes) with a one-worker pool: once, then
+/// `repeat` more times, timed.
+pub async fn render_case(manifest_path: &Path, case_path: &Path, repeat: u32) -> anyhow::Result<Renders> {
     let manifest = Manifest::load(manifest_path)?;
     let case = crate::parity::case::Case::read(case_path)?;
     let (bundle, page, input) = case.input(&manifest)?;
-    render_input(&manifest, &bundle, &page, input).await
+    render_input(&manifest, &bundle, &page, input, repeat).await
 }
 
-async fn render_input(manifest: &Manifest, bundle: &str, page: &str, input: PageInput) -> anyhow::Result<Rendered> {
+/// A page rendered once, and the times of the renders repeated after it.
+#[derive(Debug)]
+pub struct Renders {
+    /// The first render's page.
+    pub page: Rendered,
+    /// Each repeated render's time in the isolate (the first, cold one, is not among them).
+    pub times: Vec<std::time::Duration>,
+}
+
+impl Renders {
+    /// `n renders after the first: median … ms, p90 … ms, best … ms` (in the isolate), or
+    /// `None` without repeats.
+    pub fn summary(&self) -> Option<String> {
+        let mut times: Vec<f64> = self.times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        (!times.is_empty()).then(|| {
+            format!(
+                "{} renders after the first, in the isolate: median {:.3} ms, p90 {:.3} ms, best {:.3} ms",
+                times.len(),
+                at(0.5),
+                at(0.9),
+                times[0]
+            )
+        })
+    }
+}
+
+async fn render_input(
+    manifest: &Manifest,
+    bundle: &str,
+    page: &str,
+    input: PageInput,
+    repeat: u32,
+) -> anyhow::Result<Renders> {
     let path = manifest.bundle_path(bundle).expect("validated manifest names its bundles");
     let source = BundleSource::read(bundle, &path)?;
     let pool = tokio::task::spawn_blocking(move || {
         Pool::start(PoolConfig { workers: 1, queue: 1, ..PoolConfig::default() }, &[source])
     })
     .await??;
-    Ok(pool.render(bundle, page, &input).await?)
+    let first = pool.render(bundle, page, &input).await?;
+    let mut times = Vec::with_capacity(repeat as usize);
+    for _ in 0..repeat {
+        times.push(pool.render(bundle, page, &input).await?.elapsed);
+    }
+    Ok(Renders { page: first, times })
 }

@@ -39,6 +39,7 @@ SECRET = "mizan-example-secret-for-local-development-only"
 COMPAT_DATE = "2026-08-04"
 COMPAT_FLAGS = ["no_nodejs_compat", "no_nodejs_compat_v2"]
 MISS_PATH = "/search"
+NODE_STORE_MB = 64
 HIT_PATH = "/products/7"
 
 # (key, label, path kind) in table order
@@ -318,10 +319,12 @@ def start_framework(fw, origin, ncpu):
     servers = {}
     penv = {"PEERS_BUNDLE": bundle, "PEERS_DATA": data}
 
-    # this node: memory store
+    # this node: memory store, bounded to NODE_STORE_MB: the miss path stores every unique page
+    # (61 KB), which no peer does; a bounded store keeps its RSS comparable (say so in tables).
     port = free_port()
     p = spawn(f"{fw}-node", [NODE_BIN, "serve", "--dev", "--manifest", manifest_path, "--origin", origin,
-                             "--listen", f"127.0.0.1:{port}"], env={"MIZAN_SECRET": SECRET})
+                             "--memory-mb", str(NODE_STORE_MB), "--listen", f"127.0.0.1:{port}"],
+              env={"MIZAN_SECRET": SECRET})
     servers["node"] = (f"http://127.0.0.1:{port}", [p])
     # this node: Redis store, on a redis-server of its own
     rport = free_port()

@@ -72,13 +72,18 @@ async fn embedded_data_cannot_close_the_script_element() {
 async fn the_one_shot_cli_path_renders_from_captured_answers() {
     let manifest = crate::common::root().join("fixtures/manifests/react.json");
     let data = crate::common::root().join("fixtures/data/answers/product_404.json");
-    let out = mizan_render::oneshot::render(&manifest, "/products/9999", Some(&data)).await.unwrap();
-    assert_eq!(out.status, 404);
-    let err = mizan_render::oneshot::render(&manifest, "/products/1", None).await.unwrap_err();
+    let out = mizan_render::oneshot::render(&manifest, "/products/9999", Some(&data), 0).await.unwrap();
+    assert_eq!((out.page.status, out.summary()), (404, None));
+    // Repeated: the first render's page, and the times of those after it.
+    let out = mizan_render::oneshot::render(&manifest, "/products/9999", Some(&data), 3).await.unwrap();
+    assert_eq!((out.page.status, out.times.len()), (404, 3));
+    let summary = out.summary().unwrap();
+    assert!(summary.starts_with("3 renders after the first, in the isolate: median "), "{summary}");
+    let err = mizan_render::oneshot::render(&manifest, "/products/1", None, 0).await.unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "the data file has no answer for context \"product_detail\", which route /products/:id reads"
     );
-    let err = mizan_render::oneshot::render(&manifest, "/nowhere", None).await.unwrap_err();
+    let err = mizan_render::oneshot::render(&manifest, "/nowhere", None, 0).await.unwrap_err();
     assert_eq!(format!("{err:#}"), "no route matches /nowhere");
 }
