@@ -14,7 +14,6 @@ use crate::origin::{Answer, Directives, OriginError};
 use crate::pool::{RenderError, RenderOptions};
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::SemaphorePermit;
@@ -355,9 +354,11 @@ fn page_headers(headers: Vec<(String, String)>, bundle: &str, page: &str) -> Vec
         .collect()
 }
 
-/// The entity tag of a page body: the first 128 bits of its SHA-256, quoted.
+/// The entity tag of a page body: the first 128 bits of its BLAKE3 hash, quoted. Computed for
+/// every page a miss renders: BLAKE3 hashes a 60 KB page about three times as fast as SHA-256
+/// did here (which was 4 % of the node's CPU on a Vue miss).
 pub(super) fn etag(body: &[u8]) -> String {
-    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+    format!("\"{}\"", &blake3::hash(body).to_hex()[..32])
 }
 
 /// A page a flight hands to every request coalesced on it, and to the cache: without

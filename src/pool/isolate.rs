@@ -311,8 +311,9 @@ fn utf8(isolate: &mut v8::Isolate, string: v8::Local<v8::String>) -> String {
                 encoding_rs::mem::convert_utf16_to_utf8(utf16, scratch)
             }
         };
-        // encoding_rs writes UTF-8 only; checking it again is a fast scan, not a parse.
-        let text = String::from_utf8_lossy(&scratch[..written]).into_owned();
+        // encoding_rs writes UTF-8 only; checking it again is a word-at-a-time scan.
+        let text = std::str::from_utf8(&scratch[..written])
+            .map_or_else(|_| String::from_utf8_lossy(&scratch[..written]).into_owned(), str::to_owned);
         if scratch.len() > KEEP {
             *scratch = Vec::new();
         }
