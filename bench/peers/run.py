@@ -210,15 +210,7 @@ def rss_mib(roots):
 
 # ---------------------------------------------------------------- load
 
-MISS_LUA = """
-local threads = 0
-setup = function(thread) threads = threads + 1; thread:set("tid", threads) end
-init = function(args) base = args[1] or "x"; n = 0 end
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/search?q=" .. base .. "-" .. tid .. "-" .. n)
-end
-"""
+MISS_LUA = "bench/miss.lua"  # unique /search?q= URLs: every request renders
 
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -233,7 +225,7 @@ def to_ms(text):
 def wrk(args, url, seconds, miss, tag, rss_roots=None):
     argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if miss:
-        argv += ["-s", os.path.join(WORK, "miss.lua"), url, "--", tag]
+        argv += ["-s", MISS_LUA, url, "--", tag]
     else:
         argv += [url + HIT_PATH]
     samples, done = [], threading.Event()
@@ -605,8 +597,6 @@ def main():
     for name in os.listdir(WORK):
         if name.endswith(".log"):
             os.remove(os.path.join(WORK, name))
-    with open(os.path.join(WORK, "miss.lua"), "w") as f:
-        f.write(MISS_LUA)
     ncpu = len(os.sched_getaffinity(0))
     started = time.time()
     cpu = "?"
