@@ -15,27 +15,20 @@ pub fn extensions() -> Vec<deno_core::Extension> {
     extensions
 }
 
-/// V8 flags of every isolate, set once before V8 starts; `MIZAN_V8_FLAGS` (space-separated,
-/// as `node --v8-options` names them) adds to or overrides them.
-const V8_FLAGS: &[&str] = &[];
-
 /// Starts V8 for this process, once, before the first isolate (a snapshot's included).
 ///
 /// deno_core starts V8 on the first `JsRuntime` it makes, and when that one builds a snapshot
 /// (ours is built at start-up) it starts V8 in `--predictable` mode, meant for reproducible
 /// build-time snapshots: single-threaded, optimising compilers on the render thread, no
 /// parallel garbage collection. Starting V8 here first, in the ordinary mode Node, Deno and
-/// workerd run, keeps that out of every render.
+/// workerd run, keeps that out of every render. `MIZAN_V8_FLAGS` (space-separated, as
+/// `node --v8-options` names them) passes flags to it; V8's defaults otherwise.
 pub fn init_v8() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
-        let mut flags: Vec<String> = V8_FLAGS.iter().map(|f| f.to_string()).collect();
-        if let Ok(extra) = std::env::var("MIZAN_V8_FLAGS") {
-            flags.extend(extra.split_whitespace().map(str::to_string));
-        }
-        if !flags.is_empty() {
+        if let Ok(flags) = std::env::var("MIZAN_V8_FLAGS") {
             // The first element is the program name, as on a command line.
-            flags.insert(0, "mizan-render".into());
+            let flags = std::iter::once("mizan-render").chain(flags.split_whitespace()).map(str::to_string).collect();
             let unknown = deno_core::v8_set_flags(flags);
             if unknown.len() > 1 {
                 tracing::warn!(flags = ?&unknown[1..], "V8 does not know these flags; ignored");

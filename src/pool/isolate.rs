@@ -297,7 +297,8 @@ fn utf8(isolate: &mut v8::Isolate, string: v8::Local<v8::String>) -> String {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    /// A scratch buffer larger than this (a page over 5 MB) is not kept between renders.
+    /// A scratch buffer larger than this (a page of over 5 M characters) is not kept between
+    /// renders.
     const KEEP: usize = 16 << 20;
     let view = v8::ValueView::new(isolate, string);
     SCRATCH.with_borrow_mut(|scratch| {

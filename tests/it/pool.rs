@@ -81,6 +81,11 @@ async fn pages_come_back_as_utf8_whatever_the_strings_v8_holds() {
     let out = pool.render("faulty", "latin1", &input("/")).await.unwrap();
     assert_eq!(out.html, format!("<p>café {}</p>", "x".repeat(100)));
     assert_eq!(out.html.len(), "<p>café </p>".len() + 100);
+    // A page larger than the scratch buffer kept between renders, then a small one after it.
+    let out = pool.render("faulty", "big", &input("/")).await.unwrap();
+    assert_eq!((out.html.len(), out.html.ends_with("x—")), (6_000_003, true));
+    let out = pool.render("faulty", "text", &input("/")).await.unwrap();
+    assert_eq!(out.html, "<p>aé—\u{1F600}\u{FFFD}z</p>");
 }
 
 #[tokio::test]
