@@ -49,11 +49,13 @@ fn main() {
             dev: false,
             forwarding: Default::default(),
             memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
+            metrics: None,
         };
-        let node = Node::start(config).await.unwrap();
+        let node = Node::start(config.clone()).await.unwrap();
+        let live = mizan_render::node::live::Live::new(node.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = mizan_render::server::app(node).into_make_service_with_connect_info::<SocketAddr>();
+        let app = mizan_render::server::app(live).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = reqwest::Client::new();
         for id in 1..=20 {

@@ -18,6 +18,8 @@
 //!   bootstrap in `runtime-js/`), its sources embedded in the binary.
 //! - [`abi`]: the bundle ABI: what `render(input)` gets and returns.
 //! - [`manifest`]: the edge manifest, validated at load, and its route matcher.
+//! - [`metrics`]: Prometheus metrics shared by every node generation, the request id and
+//!   the facts of the access log.
 //! - [`oneshot`], [`prerender`]: the `render` and `prerender` commands.
 //! - [`testing`]: real components for tests and benchmarks (a redis-server).
 //!
@@ -28,8 +30,10 @@
 
 pub mod abi;
 pub mod cache;
+pub mod config;
 pub mod js;
 pub mod manifest;
+pub mod metrics;
 pub mod node;
 pub mod oneshot;
 pub mod origin;

@@ -1,28 +1,35 @@
 //! The `mizan-render` command line.
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use mizan_render::cache::Keys;
 use mizan_render::cache::key::PageKeyParts;
 use mizan_render::cache::purge::{ModeName, PurgeRequest, PurgeTarget};
+use mizan_render::config::{Resolved, Settings, Source};
 use mizan_render::manifest::{Manifest, Router};
-use mizan_render::node::{Node, NodeConfig, StoreConfig};
+use mizan_render::node::live::Live;
+use mizan_render::node::{Node, NodeConfig};
 use mizan_render::origin::OriginConfig;
-use mizan_render::origin::proxy::Forwarding;
-use mizan_render::pool::PoolConfig;
 use serde_json::{Map, Value};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "mizan-render", version, about = "Self-hosted Mizan render node")]
 struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "MIZAN_LOG_JSON")]
-    log_json: bool,
+    /// A TOML config file: every setting of `serve` by its flag's name (`--memory-mb` is
+    /// `memory_mb`); flags and MIZAN_* variables override it (docs/mizan.example.toml).
+    #[arg(long, global = true, env = "MIZAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text (`--log-json=false` turns a config file's off).
+    #[arg(long, global = true, env = "MIZAN_LOG_JSON", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    log_json: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,21 +50,27 @@ struct SecretArgs {
 }
 
 impl SecretArgs {
-    /// The secret's bytes, from the file or the flag / environment.
-    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
-        if let Some(path) = &self.secret_file {
-            let mut bytes =
-                std::fs::read(path).with_context(|| format!("reading the secret file {}", path.display()))?;
-            if bytes.ends_with(b"\n") {
-                bytes.pop();
-                if bytes.ends_with(b"\r") {
-                    bytes.pop();
-                }
-            }
-            return Ok(bytes);
+    /// The secret's bytes, from the flag or environment, else the secret file (the flag's,
+    /// else the config file's `secret_file`); and where it came from, for `config check`.
+    fn read(&self, config_file_secret: Option<&Path>) -> anyhow::Result<(Vec<u8>, String)> {
+        if let Some(secret) = &self.secret {
+            return Ok((secret.as_bytes().to_vec(), "MIZAN_SECRET (or --secret)".into()));
         }
-        let secret = self.secret.as_deref().context("MIZAN_SECRET is not set (or pass --secret-file)")?;
-        Ok(secret.as_bytes().to_vec())
+        let Some(path) = self.secret_file.as_deref().or(config_file_secret) else {
+            bail!("no secret: set MIZAN_SECRET, or --secret-file / MIZAN_SECRET_FILE / secret_file in the config file");
+        };
+        let mut bytes = std::fs::read(path).with_context(|| format!("reading the secret file {}", path.display()))?;
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        Ok((bytes, format!("the file {}", path.display())))
+    }
+
+    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.read(None)?.0)
     }
 
     fn keys(&self) -> anyhow::Result<Keys> {
@@ -65,118 +78,45 @@ impl SecretArgs {
     }
 }
 
-/// Settings shared by `serve` and `prerender`.
+/// The settings of `serve`, `prerender` and `config check`.
 #[derive(clap::Args)]
 struct NodeArgs {
-    /// The edge manifest.
-    #[arg(long, env = "MIZAN_MANIFEST")]
-    manifest: PathBuf,
-    /// The origin's base URL.
-    #[arg(long, env = "MIZAN_ORIGIN", default_value = "http://127.0.0.1:8000")]
-    origin: String,
-    /// The cache store: memory, sqlite:<path> or redis://host:port/.
-    #[arg(long, env = "MIZAN_STORE", default_value = "memory")]
-    store: StoreConfig,
-    /// Memory for the node's caches, in MiB: the memory store and (a sixteenth of it) the
-    /// request-target memo.
-    #[arg(long, env = "MIZAN_MEMORY_MB", default_value_t = 256)]
-    memory_mb: u64,
-    /// The public URL of the site (`https://shop.example`) when a TLS terminator or load
-    /// balancer sits in front: the proxy's `X-Forwarded-Proto` and `-Host` come from it.
-    #[arg(long, env = "MIZAN_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// A peer whose `X-Forwarded-For` the proxy believes and appends to (a load balancer's
-    /// address); repeat for several. Any other peer's chain is replaced by its address.
-    #[arg(long = "trusted-proxy", env = "MIZAN_TRUSTED_PROXIES", value_delimiter = ',')]
-    trusted_proxies: Vec<std::net::IpAddr>,
-    /// Render threads (default: the number of cores).
-    #[arg(long, env = "MIZAN_WORKERS")]
-    workers: Option<usize>,
-    /// Renders that may wait for a worker before requests are refused with 503.
-    #[arg(long, env = "MIZAN_QUEUE")]
-    queue: Option<usize>,
-    /// Longest a render may take, in milliseconds; past it the page fails and the isolate
-    /// is replaced.
-    #[arg(long, env = "MIZAN_RENDER_TIMEOUT_MS", default_value_t = 10_000)]
-    render_timeout_ms: u64,
-    /// CPU time one render may use, in milliseconds (waiting does not count); past it the page
-    /// fails and the isolate is replaced. A route's `cpu_ms` in the manifest overrides it.
-    #[arg(long, env = "MIZAN_RENDER_CPU_MS", default_value_t = 500)]
-    render_cpu_ms: u64,
-    /// JS heap of each render isolate, in MiB; a render that needs more fails and the isolate
-    /// is replaced.
-    #[arg(long, env = "MIZAN_MAX_HEAP_MB", default_value_t = 256)]
-    max_heap_mb: usize,
-    /// Origin timeout per request, in milliseconds.
-    #[arg(long, env = "MIZAN_ORIGIN_TIMEOUT_MS", default_value_t = 5000)]
-    origin_timeout_ms: u64,
-    /// Context requests in flight to the origin at once (as many more may wait; beyond that
-    /// pages answer 503).
-    #[arg(long, env = "MIZAN_ORIGIN_CONCURRENCY", default_value_t = 64)]
-    origin_concurrency: usize,
-    /// Largest origin answer accepted, in bytes.
-    #[arg(long, env = "MIZAN_ORIGIN_MAX_BODY", default_value_t = 8 << 20)]
-    origin_max_body: usize,
+    #[command(flatten)]
+    settings: Settings,
     #[command(flatten)]
     secret: SecretArgs,
 }
 
-impl NodeArgs {
-    fn config(self) -> anyhow::Result<NodeConfig> {
-        let secret = self.secret.bytes()?;
-        let mut pool = PoolConfig::default();
-        if let Some(workers) = self.workers {
-            pool.workers = workers;
-            pool.queue = 64 * workers;
-        }
-        if let Some(queue) = self.queue {
-            pool.queue = queue;
-        }
-        pool.render_timeout = Duration::from_millis(self.render_timeout_ms);
-        pool.cpu_budget = Duration::from_millis(self.render_cpu_ms.max(1));
-        pool.max_heap = self.max_heap_mb << 20;
-        // The memo's bound counts against the memory the operator gave the node.
-        let memory = self.memory_mb << 20;
-        let memo_bytes = (memory / 16) as usize;
-        let store = match self.store {
-            StoreConfig::Memory(_) => StoreConfig::Memory(memory - memo_bytes as u64),
-            other => other,
-        };
-        let public = match &self.public_url {
-            Some(url) => Some(Forwarding::public_url(url).map_err(|e| anyhow::anyhow!("--public-url {e}"))?),
-            None => None,
-        };
-        Ok(NodeConfig {
-            manifest: self.manifest,
-            origin: OriginConfig {
-                base: self.origin,
-                timeout: Duration::from_millis(self.origin_timeout_ms),
-                max_body: self.origin_max_body,
-                max_concurrent: self.origin_concurrency.max(1),
-            },
-            store,
-            pool,
-            secret,
-            dev: self.secret.dev,
-            forwarding: Forwarding { public, trusted: self.trusted_proxies },
-            memo_bytes,
-        })
-    }
+/// The node's configuration from the resolved settings and the secret.
+fn node_config(resolved: &Resolved, secret: &SecretArgs) -> anyhow::Result<(NodeConfig, String)> {
+    let (bytes, from) = secret.read(resolved.settings.secret_file.as_deref())?;
+    let dev = secret.dev || resolved.settings.dev == Some(true);
+    Keys::from_secret(&bytes, dev).with_context(|| format!("the secret from {from}"))?;
+    let described = format!("from {from}, {} bytes{}", bytes.len(), if dev { " (dev mode)" } else { "" });
+    Ok((resolved.node_config(bytes, dev)?, described))
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve pages: the self-hosted render Worker.
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "MIZAN_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// On SIGTERM or Ctrl-C: how long in-flight requests and background renders may take
-        /// to finish, in milliseconds, before the node exits anyway.
-        #[arg(long, env = "MIZAN_GRACE_MS", default_value_t = 10_000)]
-        grace_ms: u64,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Check a config file, the manifest, the bundles (loaded in an isolate) and the store
+    /// without serving; print the settings in effect with secrets redacted.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Ask a running node to load its manifest and bundles again (a signed POST
+    /// /_mizan/reload; SIGHUP does the same locally).
+    Reload {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        node: String,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Render and store every route the manifest can enumerate (its `prerender` lists).
     Prerender {
@@ -291,6 +231,15 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate everything `serve` would load, then print the settings in effect.
+    Check {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeyKind {
     /// The data key of a context and its params: `key data product_detail '{"id": 42}'`.
     Data {
@@ -316,7 +265,25 @@ enum KeyKind {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let file = match &cli.config {
+        Some(path) => Some((path.clone(), Settings::from_file(path)?)),
+        None => None,
+    };
+    // The subcommand's own matches: they say whether a setting came from a flag or the
+    // environment.
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let flags = match &cli.command {
+        Command::Serve { node }
+        | Command::Prerender { node }
+        | Command::Config { action: ConfigAction::Check { node } } => node.settings.clone(),
+        _ => Settings::default(),
+    };
+    let resolved = Resolved::new(flags, |key| source_of(leaf, key), file);
     if matches!(cli.command, Command::Parity { .. }) {
         // This node's isolates take the time zone and locale from the environment, as the
         // other runtimes do (which parity starts with the same two): fixed, so that a page
@@ -328,17 +295,64 @@ fn main() -> anyhow::Result<()> {
             std::env::remove_var("LANG");
         }
     }
-    let filter = EnvFilter::try_from_env("MIZAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Some(flags) = &resolved.settings.v8_flags {
+        // Read by `js::init_v8` when the first isolate starts.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("MIZAN_V8_FLAGS", flags) };
+    }
+    let filter = match (std::env::var("MIZAN_LOG"), &resolved.settings.log) {
+        (Ok(env), _) => EnvFilter::try_new(env).context("MIZAN_LOG")?,
+        (Err(_), Some(file)) => EnvFilter::try_new(file).context("log in the config file")?,
+        (Err(_), None) => EnvFilter::new("info"),
+    };
     // Colour only for a person at a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if cli.log_json {
+    if cli.log_json.or(resolved.settings.log_json).unwrap_or(false) {
         logs.json().init();
     } else {
         logs.init();
     }
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    tokio.block_on(run(cli.command))
+    tokio.block_on(run(cli.command, resolved))
+}
+
+/// Whether setting `key` of a subcommand came from its flag or its environment variable.
+fn source_of(matches: &ArgMatches, key: &str) -> Option<Source> {
+    match matches.try_get_raw(key).ok().flatten().and(matches.value_source(key)) {
+        Some(ValueSource::CommandLine) => Some(Source::Flag),
+        Some(ValueSource::EnvVariable) => Some(Source::Env),
+        _ => None,
+    }
+}
+
+/// Reloads on each SIGHUP.
+async fn hangups(live: Arc<Live>, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the manifest and bundles");
+        // The outcome is logged by the reload.
+        let _ = live.reload().await;
+    }
+}
+
+/// POSTs `body` to `url`, signed with `keys`; the answer's text.
+async fn signed_post(url: &str, keys: &Keys, body: Vec<u8>) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let signature = mizan_render::cache::signature::sign(keys, now, &body);
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-mizan-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    Ok(text)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what service managers and container runtimes send).
@@ -364,19 +378,25 @@ fn params_object(text: &str) -> anyhow::Result<Map<String, Value>> {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, resolved: Resolved) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen, grace_ms, node } => {
-            let config = node.config()?;
+        Command::Serve { node } => {
+            let (config, _) = node_config(&resolved, &node.secret)?;
+            let (listen, grace) = (resolved.listen(), resolved.grace());
             let (manifest, origin) = (config.manifest.clone(), mizan_render::node::redact_url(&config.origin.base));
             let store = config.store.redacted();
-            let node = Node::start(config).await?;
+            let live = Live::new(Node::start(config.clone()).await?, config);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
             let url = format!("http://{}", listener.local_addr()?);
-            tracing::info!(%url, manifest = %manifest.display(), %origin, %store, workers = node.pool.workers(), "serving");
+            let workers = live.node().pool.workers();
+            // Before the node says it serves: from then on SIGHUP reloads instead of ending it.
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP")?;
+            tokio::spawn(hangups(live.clone(), hangup));
+            tracing::info!(%url, manifest = %manifest.display(), %origin, %store, workers, "serving");
             println!("mizan-render serving {url} (open {url}/products)");
-            let app = mizan_render::server::app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let app = mizan_render::server::app(live.clone()).into_make_service_with_connect_info::<SocketAddr>();
             let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
             let signalled = stopping.clone();
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -384,7 +404,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tracing::info!("stopping: no new connections; finishing what is in flight");
                 signalled.notify_one();
             });
-            let grace = Duration::from_millis(grace_ms);
             let grace_over = async {
                 stopping.notified().await;
                 tokio::time::sleep(grace).await;
@@ -397,16 +416,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let drained = match started {
                 Some(()) => false,
-                None => tokio::time::timeout(grace, node.settle_flights()).await.is_ok(),
+                None => tokio::time::timeout(grace, live.node().settle_flights()).await.is_ok(),
             };
             if drained {
                 tracing::info!("stopped");
             } else {
-                tracing::warn!(grace_ms, "stopped with work still in flight: the grace period ended");
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "stopped with work still in flight: the grace period ended"
+                );
             }
         }
+        Command::Config { action: ConfigAction::Check { node } } => {
+            let (mut config, secret) = node_config(&resolved, &node.secret)?;
+            // One worker is enough to load every bundle in an isolate.
+            config.pool.workers = 1;
+            let checked = Node::start(config).await.context("the configuration does not start")?;
+            print!("{}", resolved.to_toml(&secret));
+            let m = &checked.manifest;
+            eprintln!(
+                "ok: site {:?}, {} routes, {} bundles loaded, store {} opened",
+                m.site,
+                m.routes.len(),
+                m.bundles.len(),
+                checked.store.name()
+            );
+        }
+        Command::Reload { node, secret } => {
+            let url = format!("{}/_mizan/reload", node.trim_end_matches('/'));
+            // A body of its own, so that two reloads in one second are not a replay.
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            let body = serde_json::to_vec(&serde_json::json!({ "at": at }))?;
+            println!("{}", signed_post(&url, &secret.keys()?, body).await?);
+        }
         Command::Prerender { node } => {
-            let node = Node::start(node.config()?).await?;
+            let (config, _) = node_config(&resolved, &node.secret)?;
+            let node = Node::start(config).await?;
             let report = mizan_render::prerender::run(&node).await;
             eprintln!("prerendered {} pages, {} failed", report.ok, report.failed.len());
             for (url, error) in &report.failed {
@@ -542,23 +587,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 purge: vec![PurgeTarget { context, params: params_object(&params)? }],
                 mode: if soft { ModeName::Soft } else { ModeName::Hard },
             };
-            let body = serde_json::to_vec(&request)?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-            let signature = mizan_render::cache::signature::sign(&keys, now, &body);
             let url = format!("{}/_mizan/purge", node.trim_end_matches('/'));
-            let response = reqwest::Client::new()
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("x-mizan-signature", signature)
-                .body(body)
-                .send()
-                .await
-                .with_context(|| format!("POST {url}"))?;
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if !status.is_success() {
-                bail!("{url} answered {status}: {text}");
-            }
+            let text = signed_post(&url, &keys, serde_json::to_vec(&request)?).await?;
             println!("{text}");
         }
     }

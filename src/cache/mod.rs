@@ -42,7 +42,7 @@ pub enum CacheError {
         message: String,
     },
     /// A purge request whose signature is missing, forged, replayed or outside the window.
-    #[error("purge signature refused: {0}")]
+    #[error("signature refused: {0}")]
     Signature(&'static str),
     /// A site id that cannot namespace a shared store's keys: not `[A-Za-z0-9_.-]+`.
     #[error("site id {0:?} cannot namespace the cache: it must be one or more of A-Z a-z 0-9 _ . -")]

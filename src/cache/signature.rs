@@ -79,7 +79,7 @@ mod tests {
         v.verify(Some(&header), body, 1_100).unwrap();
         assert_eq!(
             v.verify(Some(&header), body, 1_100).unwrap_err().to_string(),
-            "purge signature refused: signature already used (replay)"
+            "signature refused: signature already used (replay)"
         );
     }
 
@@ -101,7 +101,7 @@ mod tests {
         ];
         for (header, why) in cases {
             let err = v.verify(header.as_deref(), body, 1_000).unwrap_err();
-            assert_eq!(err.to_string(), format!("purge signature refused: {why}"), "{header:?}");
+            assert_eq!(err.to_string(), format!("signature refused: {why}"), "{header:?}");
         }
         v.verify(Some(&sign(&keys(), 1_300, body)), body, 1_000).unwrap();
         v.verify(Some(&sign(&keys(), 700, body)), body, 1_000).unwrap();

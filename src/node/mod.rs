@@ -3,6 +3,7 @@
 //! `render`), request coalescing in [`coalesce`], streaming misses in [`stream`].
 
 pub mod coalesce;
+pub mod live;
 pub mod memo;
 pub mod page;
 pub mod purges;
@@ -17,6 +18,7 @@ use crate::cache::signature::Verifier;
 use crate::cache::sqlite::SqliteStore;
 use crate::cache::{CacheError, Keys, Store, now_ms};
 use crate::manifest::{Manifest, ManifestError, Router};
+use crate::metrics::PurgeSource;
 use crate::origin::proxy::Forwarding;
 use crate::origin::{Origin, OriginConfig};
 use crate::pool::{BundleSource, Pool, PoolConfig, RenderError};
@@ -116,6 +118,9 @@ pub struct NodeConfig {
     pub forwarding: Forwarding,
     /// Bound of the request-target memo, in bytes.
     pub memo_bytes: usize,
+    /// The metrics to record into: a reload passes the running node's, so they are
+    /// cumulative; `None` makes a fresh set.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Default bound of the request-target memo: 16 MiB.
@@ -150,9 +155,13 @@ async fn retry_purges(node: std::sync::Weak<Node>, pending: Arc<purges::PendingP
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(purges::MAX_RETRY);
         }
-        let Some(node) = node.upgrade() else { return };
+        let Some(node) = node.upgrade() else {
+            // A reload retired this node: the wake-up this task took belongs to the next one's.
+            pending.wake.notify_one();
+            return;
+        };
         for purge in pending.take() {
-            if node.try_purge(&purge, "deferred purge landed").await {
+            if node.try_purge(&purge, PurgeSource::Deferred, "deferred purge landed").await {
                 pending.landed(&purge);
             } else {
                 pending.retry_later(purge);
@@ -235,15 +244,19 @@ pub struct Node {
     pub origin: Origin,
     /// Protocol keys.
     pub keys: Keys,
-    /// Purge signature checks.
-    pub verifier: Verifier,
+    /// Purge and reload signature checks (shared by the node's generations, so a signature
+    /// accepted before a reload is still a replay after it).
+    pub verifier: Arc<Verifier>,
     /// Page renders in flight.
     pub flights: Coalescer<PageOutcome>,
-    /// Now.
-    pub clock: Clock,
-    /// Counters.
-    pub stats: NodeStats,
+    /// Now (shared by the node's generations).
+    pub clock: Arc<Clock>,
+    /// Counters (shared by the node's generations).
+    pub stats: Arc<NodeStats>,
     bundles: HashMap<String, BundleInfo>,
+    /// The hash of each route's bundle, by route index: a page rendered by another version of
+    /// the bundle (before a reload) is not served.
+    route_bundles: Vec<Option<Arc<str>>>,
     /// Static assets by URL path.
     pub assets: HashMap<String, Asset>,
     /// Raw request target -> where it goes (routes without `vary` only), bounded in bytes.
@@ -258,11 +271,46 @@ pub struct Node {
     pub(crate) suspect_slots: tokio::sync::Semaphore,
     /// Each route's queue lane (its path), by route index.
     lanes: Vec<Arc<str>>,
+    /// Prometheus metrics, shared by the node's generations.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What a node hands to the one a reload builds: the store and what counts since start.
+#[derive(Clone)]
+pub struct Carried {
+    /// The open store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<Clock>,
+    /// The counters.
+    pub stats: Arc<NodeStats>,
+    /// Purges from the origin that have not landed.
+    pub purges: Arc<purges::PendingPurges>,
+    /// The signatures accepted lately.
+    pub verifier: Arc<Verifier>,
 }
 
 impl Node {
     /// Loads the manifest and bundles, starts the pool, opens the store.
     pub async fn start(config: NodeConfig) -> Result<Arc<Node>, StartError> {
+        Self::start_carrying(config, None).await
+    }
+
+    /// What a reload carries over from this node to the next.
+    pub fn carried(&self) -> Carried {
+        Carried {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            stats: self.stats.clone(),
+            purges: self.purges.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
+
+    /// [`Node::start`], on the store and counters of a running node when `carried` is given (a
+    /// reload): the manifest and bundles are loaded again and a pool is built for them, beside
+    /// the running node's.
+    pub async fn start_carrying(config: NodeConfig, carried: Option<Carried>) -> Result<Arc<Node>, StartError> {
         let keys = Keys::from_secret(&config.secret, config.dev)?;
         let manifest = Manifest::load(&config.manifest)?;
         let router = Router::new(&manifest).expect("a loaded manifest has a valid router");
@@ -294,7 +342,8 @@ impl Node {
             bundles.insert(name.clone(), info);
             sources.push(source);
         }
-        let pool_config = config.pool.clone();
+        let metrics = config.metrics.clone().unwrap_or_else(crate::metrics::Metrics::new);
+        let pool_config = crate::pool::PoolConfig { metrics: Some(metrics.pool()), ..config.pool.clone() };
         let pool = tokio::task::spawn_blocking(move || Pool::start(pool_config, &sources))
             .await
             .map_err(|e| RenderError::Setup(e.to_string()))??;
@@ -305,24 +354,39 @@ impl Node {
                 "the route asks to stream, but its bundle has no renderStream(input) (Svelte 5 has no streaming renderer): its misses render buffered"
             );
         }
-        let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
-            StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, &manifest.site)?),
-            StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, &manifest.site).await?),
-        };
         let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
-        let purges = Arc::new(purges::PendingPurges::default());
+        let carried = match carried {
+            Some(carried) => carried,
+            None => Carried {
+                store: crate::metrics::store::MeteredStore::wrap(
+                    match &config.store {
+                        StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
+                        StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, &manifest.site)?),
+                        StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, &manifest.site).await?),
+                    },
+                    &metrics,
+                ),
+                clock: Arc::default(),
+                stats: Arc::default(),
+                purges: Arc::default(),
+                verifier: Arc::new(Verifier::new(keys.clone())),
+            },
+        };
+        let Carried { store, clock, stats, purges, verifier } = carried;
+        let route_bundles =
+            manifest.routes.iter().map(|r| bundles.get(&r.bundle).map(|b| Arc::from(b.hash.as_str()))).collect();
         let node = Arc::new(Node {
             router,
             pool,
             store,
             origin,
-            verifier: Verifier::new(keys.clone()),
+            verifier,
             keys,
             flights: Coalescer::default(),
-            clock: Clock::default(),
-            stats: NodeStats::default(),
+            clock,
+            stats,
             bundles,
+            route_bundles,
             assets,
             targets: TargetMemo::new(config.memo_bytes),
             forwarding: config.forwarding.clone(),
@@ -330,6 +394,7 @@ impl Node {
             purges: purges.clone(),
             suspect_slots: tokio::sync::Semaphore::new(config.pool.workers.saturating_sub(1).max(1)),
             lanes: manifest.routes.iter().map(|r| Arc::from(r.path.as_str())).collect(),
+            metrics,
             manifest,
         });
         tokio::spawn(retry_purges(Arc::downgrade(&node), purges));
@@ -339,18 +404,20 @@ impl Node {
     /// Applies a purge the origin asked for; one the store cannot take now is kept, retried
     /// until it lands, and meanwhile its context is never served from the cache.
     pub async fn purge_from_origin(&self, purge: Invalidation) {
-        if !self.try_purge(&purge, "X-Mizan-Invalidate").await {
+        if !self.try_purge(&purge, PurgeSource::Header, "X-Mizan-Invalidate").await {
             tracing::error!(context = %purge.context, "purge deferred: retried until it lands; its pages are rendered fresh meanwhile");
+            self.metrics.purges_deferred.increment(1);
             self.purges.defer(purge);
         }
     }
 
     /// Applies `purge` to the store; counts and logs (`landed`) what it removed, or the store's
     /// failure. Whether it landed.
-    async fn try_purge(&self, purge: &Invalidation, landed: &str) -> bool {
+    async fn try_purge(&self, purge: &Invalidation, source: PurgeSource, landed: &str) -> bool {
         match self.store.purge(&purge.context, &purge.params, purge.mode).await {
             Ok(n) => {
                 self.stats.purged.fetch_add(n, Ordering::Relaxed);
+                self.metrics.purged(source, n);
                 tracing::info!(context = %purge.context, purged = n, "{landed}");
                 true
             }
@@ -371,6 +438,20 @@ impl Node {
             for key in keys {
                 self.flights.settle(&key).await;
             }
+        }
+    }
+
+    /// Each bundle's name and hash (hex SHA-256 of its code), by name.
+    pub fn bundle_hashes(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.bundles.iter().map(|(name, info)| (name.as_str(), info.hash.as_str())).collect()
+    }
+
+    /// Whether `meta` (a cached entry's) was rendered by the bundle route `index` has now: a
+    /// page from another version of the bundle is not served.
+    pub(crate) fn same_bundle(&self, index: usize, meta: &crate::cache::Meta) -> bool {
+        match (&meta.render, self.route_bundles.get(index)) {
+            (Some(render), Some(Some(hash))) => render.bundle == **hash,
+            _ => true,
         }
     }
 

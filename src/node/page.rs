@@ -15,6 +15,7 @@ use crate::cache::Entry;
 use crate::cache::key::{PageKeyParts, canonical_vary, normalize_path, vary_headers};
 use crate::cache::meta::{Freshness, Meta};
 use crate::manifest::{CachePolicy, MAX_URL_LEN, RouteError, RouteMatch};
+use crate::metrics::request as per_request;
 use crate::origin::OriginError;
 use crate::pool::RenderError;
 use serde_json::{Map, Value};
@@ -169,6 +170,17 @@ pub struct Flown {
     pub sharing: Sharing,
     /// The body of a page still rendering, for every caller of the flight.
     pub live: Option<Arc<LiveBody>>,
+    /// Where its time went.
+    pub timing: Timing,
+}
+
+/// Where a rendered page's time went, for the log line of each request it answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// In the isolate (`None` for a page still streaming).
+    pub render: Option<std::time::Duration>,
+    /// The longest of its origin fetches (`None` when every dependency came from the cache).
+    pub origin: Option<std::time::Duration>,
 }
 
 /// Longest a response waits for the store to take a write: a locked or slow store costs a
@@ -234,10 +246,14 @@ impl Node {
     /// Serves a page request.
     pub async fn page(self: &Arc<Self>, request: &PageRequest<'_>) -> Result<Served, Arc<PageError>> {
         let target = self.target(request)?;
+        if let Some(route) = self.lane(target.matched.index) {
+            per_request::note_route(per_request::Label::Route(route));
+        }
         // The hit path, without I/O when the store allows: no large future is built or moved.
         if !target.no_store
             && !self.purges.blocks(target.contexts())
             && let Some(Some(entry)) = self.store.get_now(&target.key)
+            && self.same_bundle(target.matched.index, &entry.meta)
         {
             let now = self.clock.now();
             if entry.meta.freshness(now) == Freshness::Fresh {
@@ -277,7 +293,8 @@ impl Node {
             None
         } else {
             match self.store.get(key).await {
-                Ok(entry) => entry,
+                // A page of another version of the bundle (before a reload) is a miss.
+                Ok(entry) => entry.filter(|e| self.same_bundle(target.matched.index, &e.meta)),
                 Err(e) => {
                     self.store_failed("get", &e);
                     None
@@ -299,12 +316,14 @@ impl Node {
                     // A quarantined route keeps its stale page; a miss will probe it.
                     let healthy = matches!(self.quarantine.admit(target.matched.index, now), Admission::Render);
                     if healthy {
-                        self.flights.spawn(key, move || async move {
-                            let outcome = node.render_and_store(flight).await;
-                            if let Err(error) = &outcome {
-                                tracing::warn!(%error, "background re-render failed; the stale page stays");
-                            }
-                            outcome
+                        self.flights.spawn(key, move || {
+                            per_request::propagate(async move {
+                                let outcome = node.render_and_store(flight).await;
+                                if let Err(error) = &outcome {
+                                    tracing::warn!(%error, "background re-render failed; the stale page stays");
+                                }
+                                outcome
+                            })
                         });
                     }
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
@@ -328,18 +347,24 @@ impl Node {
         };
         let (node, flight) = (self.clone(), target.clone());
         let route = &self.manifest.routes[target.matched.index];
+        // The flight runs as a task of its own, under the id of the request that starts it.
         let (outcome, leader) = if request.stream && route.stream && self.pool.streams(&route.bundle) {
-            let work = move |pilot| async move { node.stream_and_store(flight, pilot).await };
+            let work = move |pilot| per_request::propagate(async move { node.stream_and_store(flight, pilot).await });
             self.flights.run_piloted(key, work).await
         } else {
-            self.flights.run(key, move || async move { node.render_and_store(flight).await }).await
+            let work = move || per_request::propagate(async move { node.render_and_store(flight).await });
+            self.flights.run(key, work).await
         };
+        if !leader {
+            self.metrics.route(&route.path).coalesced.increment(1);
+        }
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(PageError::Internal("the render flight panicked"))));
         match (outcome, cached) {
-            (Ok(Flown { page, sharing: Sharing::Private, live }), _) => {
+            (Ok(Flown { page, sharing: Sharing::Private, live, timing }), _) => {
                 // The origin marked an answer private: the page belongs to the request it was
                 // rendered for, never to the others that waited on it.
                 if leader {
+                    per_request::note_work(timing.render, timing.origin);
                     self.stats.bypass.fetch_add(1, Ordering::Relaxed);
                     Ok(Served { page, live, state: CacheState::Bypass, age_s: 0, vary })
                 } else {
@@ -347,6 +372,7 @@ impl Node {
                 }
             }
             (Ok(flown), _) => {
+                per_request::note_work(flown.timing.render, flown.timing.origin);
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 Ok(Served { page: flown.page, live: flown.live, state: CacheState::Miss, age_s: 0, vary })
             }
@@ -381,7 +407,8 @@ impl Node {
         credentials: Vec<(String, String)>,
     ) -> Result<Served, Arc<PageError>> {
         self.stats.bypass.fetch_add(1, Ordering::Relaxed);
-        let (page, _) = self.render("", target, None, credentials).await.map_err(Arc::new)?;
+        let (page, _, timing) = self.render("", target, None, credentials).await.map_err(Arc::new)?;
+        per_request::note_work(timing.render, timing.origin);
         Ok(Served { page, live: None, state: CacheState::Bypass, age_s: 0, vary: target.vary.clone() })
     }
 }

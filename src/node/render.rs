@@ -4,7 +4,7 @@
 //! Buffered flights run here; streaming ones ([`super::stream`]) use the same parts.
 
 use super::Node;
-use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Sharing, Target};
+use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Sharing, Target, Timing};
 use super::quarantine::Outcome;
 use crate::abi::{DependencyData, DependencyError, PageInput, RawJson};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
@@ -32,6 +32,8 @@ pub(super) struct Rendering {
 pub(super) struct Prepared {
     pub input: PageInput,
     pub lifetimes: Option<(u64, u64, u64)>,
+    /// The longest origin fetch among the dependencies (`None`: all came from the cache).
+    pub origin: Option<std::time::Duration>,
 }
 
 /// The lifetimes `(ttl, swr, sie)` of an answer: the manifest's `times`, shortened (never
@@ -67,12 +69,13 @@ impl Node {
     /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
     pub(super) async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
         let generations = self.generations(&target).await;
-        let (page, sharing) = self.render(&target.key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
+        let (page, sharing, timing) =
+            self.render(&target.key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
         let page = shareable(page);
         if sharing == Sharing::Stored {
             self.store_page(&page).await;
         }
-        Ok(Flown { page, sharing, live: None })
+        Ok(Flown { page, sharing, live: None, timing })
     }
 
     /// The generations of the tags `target`'s page reads, read before anything else: a purge
@@ -94,36 +97,42 @@ impl Node {
             Ok(PutOutcome::Stored) => {}
             Ok(PutOutcome::Dropped { tag }) => {
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped_writes.increment(1);
                 tracing::info!(key = %page.meta.key, %tag, "render not stored: {tag} was purged while it ran");
             }
             Err(e) => self.store_failed("put", &e),
         }
     }
 
-    /// Fetches the dependencies and renders. Returns the page as an entry under `key`, and
-    /// what may be done with it: stored (no no-store dependency or answer, the generations
-    /// were read, a cacheable status), shared only, or private to this request.
+    /// Fetches the dependencies and renders. Returns the page as an entry under `key`, what
+    /// may be done with it (stored: no no-store dependency or answer, the generations were
+    /// read, a cacheable status; shared only; or private to this request), and where the time
+    /// went.
     pub(super) async fn render(
         &self,
         key: &str,
         target: &Target,
         generations: Option<Generations>,
         credentials: Vec<(String, String)>,
-    ) -> Result<(Arc<Entry>, Sharing), PageError> {
+    ) -> Result<(Arc<Entry>, Sharing, Timing), PageError> {
         let route = &self.manifest.routes[target.matched.index];
         let prepared = self.prepare(target, generations.as_ref(), credentials).await?;
+        let origin = prepared.origin;
         let _slot = self.render_slot(target).await?;
         let rendered =
             self.pool.render_with(&route.bundle, &route.page, &prepared.input, self.render_options(target)).await;
         self.record(target, rendered.as_ref().err());
         let rendered = rendered?;
+        self.metrics.route(&route.path).render.record(rendered.elapsed);
+        let timing = Timing { render: Some(rendered.elapsed), origin };
         let rendering = Rendering {
             status: rendered.status,
             headers: rendered.headers,
             body: Bytes::from(rendered.html.into_bytes()),
             elapsed: Some(rendered.elapsed),
         };
-        Ok(self.page_entry(key, target, rendering, prepared.lifetimes, generations))
+        let (page, sharing) = self.page_entry(key, target, rendering, prepared.lifetimes, generations);
+        Ok((page, sharing, timing))
     }
 
     /// Fetches the dependencies of `target`'s page: the render input, and the page's
@@ -162,8 +171,10 @@ impl Node {
         } else {
             (MAX_LIFETIME_S, MAX_LIFETIME_S, MAX_LIFETIME_S)
         });
+        let mut origin = None;
         for ((context, params), answer) in matched.deps.iter().zip(answers) {
-            let (answer, directives) = answer?;
+            let (answer, directives, took) = answer?;
+            origin = origin.max(took);
             lifetimes = match (self.manifest.contexts[context].cache, lifetimes) {
                 (CachePolicy::Cached(times), Some((t, s, e))) if !directives.no_store => {
                     let (ttl, swr, sie) = answer_lifetimes(times, &directives);
@@ -180,7 +191,7 @@ impl Node {
                 }
             }
         }
-        Ok(Prepared { input, lifetimes })
+        Ok(Prepared { input, lifetimes, origin })
     }
 
     /// How a render of `target`'s route is bounded and queued.
@@ -266,14 +277,14 @@ impl Node {
     }
 
     /// One dependency: from the data cache when fresh, else from the origin (and into the
-    /// data cache when it may be stored).
+    /// data cache when it may be stored); with the time the origin took, if it was asked.
     async fn dependency(
         &self,
         context: &str,
         params: &Map<String, Value>,
         generations: Option<&Generations>,
         forwarded: &[(String, String)],
-    ) -> Result<(Answer, Directives), OriginError> {
+    ) -> Result<(Answer, Directives, Option<std::time::Duration>), OriginError> {
         let policy = self.manifest.contexts[context].cache;
         // An answer fetched with credentials or vary headers is not the answer the data key
         // names (context and params alone): it is neither read from nor written to the cache.
@@ -286,7 +297,7 @@ impl Node {
             match self.store.get(key).await {
                 Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
                     match RawJson::from_bytes(&entry.body) {
-                        Ok(data) => return Ok((Answer::Data(data), Directives::default())),
+                        Ok(data) => return Ok((Answer::Data(data), Directives::default(), None)),
                         Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
                     }
                 }
@@ -294,7 +305,11 @@ impl Node {
                 Err(e) => self.store_failed("get", &e),
             }
         }
-        let fetched = self.origin.fetch(context, params, forwarded).await?;
+        let started = std::time::Instant::now();
+        let fetched = self.origin.fetch(context, params, forwarded).await;
+        let took = started.elapsed();
+        self.metrics.origin(context, took, fetched.as_ref().err());
+        let fetched = fetched?;
         if let (Some(key), false, Answer::Data(data), CachePolicy::Cached(times), Some(generations)) =
             (key, fetched.directives.no_store, &fetched.answer, policy, generations)
         {
@@ -328,7 +343,7 @@ impl Node {
                 self.store_failed("put", &e);
             }
         }
-        Ok((fetched.answer, fetched.directives))
+        Ok((fetched.answer, fetched.directives, Some(took)))
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::Node;
 use super::coalesce::Pilot;
-use super::page::{Flown, PageError, PageOutcome, Sharing, Target};
+use super::page::{Flown, PageError, PageOutcome, Sharing, Target, Timing};
 use super::render::{Rendering, etag, shareable};
 use crate::cache::Entry;
 use bytes::Bytes;
@@ -41,7 +41,8 @@ impl Node {
         let (head, sharing) = self.page_entry(&target.key, &target, rendering, prepared.lifetimes, generations);
         let head = shareable(head);
         let live = Arc::new(LiveBody::default());
-        pilot.answer(Ok(Flown { page: head.clone(), sharing, live: Some(live.clone()) }));
+        let timing = Timing { render: None, origin: prepared.origin };
+        pilot.answer(Ok(Flown { page: head.clone(), sharing, live: Some(live.clone()), timing }));
         let failed = loop {
             match stream.next_chunk().await {
                 Ok(Some(chunk)) => live.push(chunk),
@@ -63,6 +64,9 @@ impl Node {
         if let Some(render) = &mut page.meta.render {
             render.ms = stream.elapsed().unwrap_or_default().as_secs_f64() * 1e3;
         }
+        if let Some(elapsed) = stream.elapsed() {
+            self.metrics.route(&route.path).render.record(elapsed);
+        }
         if sharing == Sharing::Stored {
             self.store_page(&page).await;
         }
@@ -70,7 +74,8 @@ impl Node {
         // the page is whole finds it in the cache.
         pilot.land();
         live.complete();
-        Ok(Flown { page: Arc::new(page), sharing, live: None })
+        let timing = Timing { render: stream.elapsed(), ..timing };
+        Ok(Flown { page: Arc::new(page), sharing, live: None, timing })
     }
 }
 

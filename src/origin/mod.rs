@@ -256,6 +256,10 @@ impl Origin {
         let _slot = self.slot(context).await?;
         let url = format!("{}/_mizan/ctx/{context}?params={encoded}", self.config.base.trim_end_matches('/'));
         let mut request = self.client.get(&url).header("accept", "application/json");
+        // The id of the request the page is rendered for (the one that started the flight).
+        if let Some(id) = crate::metrics::request::current() {
+            request = request.header("x-request-id", id.header_value());
+        }
         for (name, value) in credentials {
             request = request.header(name, value);
         }

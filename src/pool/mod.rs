@@ -67,6 +67,9 @@ pub struct PoolConfig {
     /// starts from: `mizan-render parity --deterministic` fixes the clock and seeds the random
     /// sources with it. Default: none.
     pub prelude: Option<Arc<str>>,
+    /// Where the pool records its metrics (queue, workers, faults, replacements). Default:
+    /// nowhere.
+    pub metrics: Option<Arc<crate::metrics::PoolMetrics>>,
 }
 
 impl Default for PoolConfig {
@@ -81,6 +84,7 @@ impl Default for PoolConfig {
             cpu_budget: Duration::from_millis(500),
             queue_bytes: 64 << 20,
             prelude: None,
+            metrics: None,
         }
     }
 }
@@ -139,6 +143,7 @@ pub struct Pool {
     watchdog: Option<watchdog::Watchdog>,
     /// The set of bundles whose snapshot this pool holds (released on drop).
     family: String,
+    metrics: Arc<crate::metrics::PoolMetrics>,
 }
 
 impl Pool {
@@ -162,11 +167,12 @@ impl Pool {
             capacity: 0,
             cpu_budget: config.cpu_budget,
             render_timeout: config.render_timeout,
-            admission: Admission::new(1, 1),
+            admission: Admission::new(1, 1, Arc::default()),
             workers: Vec::new(),
             stats: Arc::new(PoolStats::default()),
             watchdog: None,
             family,
+            metrics: config.metrics.clone().unwrap_or_default(),
         };
         tracing::info!(
             bundles = bundles.len(),
@@ -184,7 +190,7 @@ impl Pool {
         let (tx, rx) = async_channel::bounded::<Work>(capacity);
         pool.queue = Some(tx);
         pool.capacity = capacity;
-        pool.admission = Admission::new((capacity / 2).max(1), config.queue_bytes.max(1));
+        pool.admission = Admission::new((capacity / 2).max(1), config.queue_bytes.max(1), pool.metrics.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let watchdog = pool.watchdog.insert(
             watchdog::Watchdog::start(workers, config.render_timeout, config.cpu_budget)
@@ -196,6 +202,7 @@ impl Pool {
                 snapshots: snapshots.clone(),
                 queue: rx.clone(),
                 stats: pool.stats.clone(),
+                metrics: pool.metrics.clone(),
                 gate: pool.gate.clone(),
                 limits: worker::Limits {
                     max_heap: config.max_heap,
@@ -210,6 +217,7 @@ impl Pool {
                 .spawn(move || worker.run(ready))
                 .map_err(|e| RenderError::Setup(e.to_string()))?;
             pool.workers.push(handle);
+            pool.metrics.workers.increment(1);
         }
         drop(ready_tx);
         for _ in 0..workers {
@@ -277,7 +285,7 @@ impl Pool {
         };
         let input = crate::abi::input_json(page, input)?;
         let queue = self.queue.as_ref().ok_or(RenderError::PoolClosed)?;
-        let ticket = self.admission.admit(options.lane, input.len())?;
+        let ticket = self.admission.admit(options.lane, input.len()).inspect_err(|e| self.metrics.failed(e))?;
         let job = Job {
             bundle,
             page: page.into(),
@@ -287,9 +295,15 @@ impl Pool {
             reply,
             ticket: Some(ticket),
         };
-        queue.try_send(Work::Render(job)).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => RenderError::Overloaded { capacity: self.capacity },
-            async_channel::TrySendError::Closed(_) => RenderError::PoolClosed,
+        queue.try_send(Work::Render(job)).map_err(|e| {
+            let error = match e {
+                async_channel::TrySendError::Full(_) => RenderError::Overloaded { capacity: self.capacity },
+                async_channel::TrySendError::Closed(_) => RenderError::PoolClosed,
+            };
+            if error.is_overload() {
+                self.metrics.failed(&error);
+            }
+            error
         })
     }
 
@@ -343,6 +357,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         // Closing the queue ends each worker's loop once the queue is drained.
         self.queue.take();
+        self.metrics.workers.decrement(self.workers.len() as f64);
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }

@@ -6,6 +6,7 @@
 use super::RenderError;
 use super::stream::FrameSender;
 use crate::abi::Rendered;
+use crate::metrics::PoolMetrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub(crate) struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.admission.metrics.queue_depth.decrement(1.0);
+        self.admission.metrics.queue_bytes.decrement(self.bytes as f64);
         if let Some(lane) = &self.lane {
             let mut lanes = self.admission.lanes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = lanes.get_mut(lane) {
@@ -80,12 +83,14 @@ pub(crate) struct Admission {
     bytes: AtomicUsize,
     lane_limit: usize,
     byte_limit: usize,
+    /// Where the depth and bytes waiting are recorded (each ticket moves them while it lives).
+    metrics: Arc<PoolMetrics>,
 }
 
 impl Admission {
     /// A lane may hold `lane_limit` queued jobs; all jobs together `byte_limit` bytes of input.
-    pub fn new(lane_limit: usize, byte_limit: usize) -> Arc<Self> {
-        Arc::new(Self { lanes: Mutex::default(), bytes: AtomicUsize::new(0), lane_limit, byte_limit })
+    pub fn new(lane_limit: usize, byte_limit: usize, metrics: Arc<PoolMetrics>) -> Arc<Self> {
+        Arc::new(Self { lanes: Mutex::default(), bytes: AtomicUsize::new(0), lane_limit, byte_limit, metrics })
     }
 
     /// Room for a job of `bytes` in `lane`, or why there is none.
@@ -95,6 +100,8 @@ impl Admission {
             return Err(RenderError::QueueBytes { limit: self.byte_limit });
         }
         // From here the ticket owns the bytes: dropping it on an error below gives them back.
+        self.metrics.queue_depth.increment(1.0);
+        self.metrics.queue_bytes.increment(bytes as f64);
         let mut ticket = Ticket { admission: self.clone(), lane: None, bytes };
         if let Some(lane) = lane {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_lane_holds_its_share_and_bytes_are_bounded() {
-        let admission = Admission::new(2, 100);
+        let admission = Admission::new(2, 100, Arc::default());
         let lane = || Some(Arc::<str>::from("/loop"));
         let a = admission.admit(lane(), 10).unwrap();
         let _b = admission.admit(lane(), 10).unwrap();

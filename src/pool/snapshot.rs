@@ -154,16 +154,20 @@ async fn evaluate(runtime: &mut JsRuntime, bundle: &BundleSource) -> Result<v8::
     runtime.get_module_namespace(id).map_err(error_text)
 }
 
-/// The snapshots of this process. V8 shares one read-only heap per process: isolates of two
-/// different snapshots cannot be alive at once (V8 crashes), nor can two snapshots be built at
-/// once. So pools of one set of bundles share one snapshot, built once, and a pool of another
-/// set is refused with a clear error while one is alive.
+/// The snapshots of this process, by set of bundles. Two snapshots are never built at once,
+/// and pools of one set share one snapshot, built once. Pools of different sets may live side
+/// by side (a reload builds the new set's pool while the old one finishes its renders).
+///
+/// Snapshot bytes must outlive every isolate restored from them, so they are leaked when
+/// built; a set's bytes are freed once its last pool is gone and a pool of another set has
+/// started since (the set a reload replaced), so that reloads do not leak a snapshot each.
 #[derive(Default)]
 struct Registry {
-    /// Snapshot bytes by set of bundles (names and code hashes).
-    built: std::collections::HashMap<String, &'static [u8]>,
-    /// The set whose pools are alive, and how many.
-    live: Option<(String, usize)>,
+    /// Snapshot bytes by set of bundles (names and code hashes), and how many pools of the
+    /// set are alive.
+    built: std::collections::HashMap<String, (&'static [u8], usize)>,
+    /// The set of the pool started last.
+    newest: Option<String>,
 }
 
 static REGISTRY: std::sync::Mutex<Option<Registry>> = std::sync::Mutex::new(None);
@@ -179,36 +183,28 @@ pub(crate) fn family(bundles: &[BundleSource], prelude: Option<&str>) -> String 
 }
 
 /// The snapshot of `bundles` for a new pool: the one already built for the same bundles, or a
-/// new one; refused while pools of other bundles are alive in this process. Every successful
-/// call is paired with a [`release`] when the pool is gone.
+/// new one. Every successful call is paired with a [`release`] when the pool is gone.
 pub(crate) fn acquire(bundles: &[BundleSource], prelude: Option<&str>) -> Result<&'static [u8], RenderError> {
     let family = family(bundles, prelude);
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let registry = registry.get_or_insert_with(Registry::default);
-    if let Some((live, pools)) = &registry.live
-        && *live != family
-        && *pools > 0
-    {
-        let names = |f: &str| f.split(',').map(|b| b.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(", ");
-        return Err(RenderError::Setup(format!(
-            "this process already renders the bundles [{}]; a pool of other bundles [{}] cannot live beside it \
-             (V8 allows the isolates of one snapshot per process)",
-            names(live),
-            names(&family)
-        )));
-    }
-    let bytes = match registry.built.get(&family) {
-        Some(bytes) => *bytes,
+    let bytes = match registry.built.get_mut(&family) {
+        Some((bytes, pools)) => {
+            *pools += 1;
+            *bytes
+        }
         // Built under the registry's lock: never two snapshots at once.
         None => {
             let bytes = build_with(bundles, prelude)?;
-            registry.built.insert(family.clone(), bytes);
+            registry.built.insert(family.clone(), (bytes, 1));
             bytes
         }
     };
-    match &mut registry.live {
-        Some((live, pools)) if *live == family => *pools += 1,
-        slot => *slot = Some((family, 1)),
+    if registry.newest.as_ref() != Some(&family) {
+        let replaced = registry.newest.replace(family);
+        if let Some(replaced) = replaced {
+            free_if_unused(registry, &replaced);
+        }
     }
     Ok(bytes)
 }
@@ -216,9 +212,23 @@ pub(crate) fn acquire(bundles: &[BundleSource], prelude: Option<&str>) -> Result
 /// A pool of `family` is gone.
 pub(crate) fn release(family: &str) {
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(Registry { live: Some((live, pools)), .. }) = registry.as_mut()
-        && live == family
-    {
+    let Some(registry) = registry.as_mut() else { return };
+    if let Some((_, pools)) = registry.built.get_mut(family) {
         *pools = pools.saturating_sub(1);
+    }
+    if registry.newest.as_deref() != Some(family) {
+        free_if_unused(registry, family);
+    }
+}
+
+/// Frees the bytes of `family` if no pool uses them (a set that is not the newest: the newest
+/// keeps its bytes for the next pool of the same bundles).
+fn free_if_unused(registry: &mut Registry, family: &str) {
+    if let Some(&(bytes, 0)) = registry.built.get(family) {
+        registry.built.remove(family);
+        // SAFETY: `bytes` was leaked from a `Box<[u8]>` by `build_here` and handed out only to
+        // pools of `family`, counted in `built`; the count is zero, so no pool, and no isolate
+        // restored from these bytes, is alive, and none will be: the entry is gone.
+        drop(unsafe { Box::from_raw(bytes as *const [u8] as *mut [u8]) });
     }
 }

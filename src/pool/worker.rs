@@ -6,6 +6,7 @@ use super::queue::{Job, Reply, Work};
 use super::stream::{Frame, FrameSender, Gate};
 use super::watchdog::{Fired, Watch};
 use super::{BundleSnapshot, Isolate, Isolation, PoolStats, RenderError};
+use crate::metrics::pool::{FaultKind, PoolMetrics, Replaced};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -28,6 +29,7 @@ pub(super) struct Worker {
     pub snapshots: Arc<HashMap<Arc<str>, BundleSnapshot>>,
     pub queue: async_channel::Receiver<Work>,
     pub stats: Arc<PoolStats>,
+    pub metrics: Arc<PoolMetrics>,
     /// Holds streaming renders after their first chunk (tests).
     pub gate: Arc<Gate>,
     pub limits: Limits,
@@ -56,6 +58,7 @@ impl Worker {
                         .unwrap_or_default();
                     tracing::error!(worker = self.index, panic = %what, "render worker panicked; restarting it");
                     self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.restarts.increment(1);
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(Err(RenderError::Setup(format!("render worker panicked: {what}"))));
                         return;
@@ -94,7 +97,7 @@ impl Worker {
                 };
                 isolates.insert(name.clone(), isolate);
             }
-            let _alive = AliveWhile::new(&self.stats, true);
+            let _alive = AliveWhile::new(self, true);
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(isolates.iter().filter(|(_, i)| i.streams()).map(|(n, _)| n.clone()).collect()));
             }
@@ -105,6 +108,7 @@ impl Worker {
                     Work::Panic => panic!("fault injected by a test"),
                 };
                 drop(job.ticket.take()); // taken: its room in the queue is free again
+                self.metrics.queue_wait.record(job.enqueued.elapsed());
                 if job.reply.is_closed() {
                     continue; // the caller went away while the job was queued
                 }
@@ -136,24 +140,29 @@ impl Worker {
                     }
                 };
                 // A terminated isolate may still be terminating: never reuse it.
-                let recycle = result.is_err()
-                    || fired.is_some()
-                    || isolate.tainted()
-                    || isolate.renders >= self.limits.max_renders
-                    || snapshot.isolation == Isolation::Render;
+                let recycle = match &result {
+                    Err(e) => Some(Replaced::Fault(FaultKind::of(e).unwrap_or(FaultKind::Other))),
+                    Ok(_) if fired.is_some() => Some(Replaced::Terminated),
+                    Ok(_) if isolate.tainted() => Some(Replaced::Tainted),
+                    Ok(_) if isolate.renders >= self.limits.max_renders => Some(Replaced::MaxRenders),
+                    Ok(_) if snapshot.isolation == Isolation::Render => Some(Replaced::PerRender),
+                    Ok(_) => None,
+                };
                 match &result {
                     Ok(_) => self.stats.rendered.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         tracing::warn!(worker = self.index, error = %e, "render failed");
+                        self.metrics.failed(e);
                         self.stats.failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
                 answer(job.reply, result);
-                if recycle {
+                if let Some(reason) = recycle {
                     isolates.remove(&job.bundle);
                     let fresh = self.create_until_it_works(snapshot, &job.bundle, true).await;
                     isolates.insert(job.bundle.clone(), fresh);
                     self.stats.recycled.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.replaced(reason);
                 }
             }
         });
@@ -214,7 +223,7 @@ impl Worker {
                 Err(e) => {
                     tracing::error!(worker = self.index, %bundle, error = %e, ?backoff, "cannot create an isolate; retrying");
                     if counted {
-                        missing.get_or_insert_with(|| AliveWhile::new(&self.stats, false));
+                        missing.get_or_insert_with(|| AliveWhile::new(self, false));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -258,31 +267,37 @@ fn answer(reply: Reply, result: Result<Done, RenderError>) {
     }
 }
 
-/// Moves the count of workers able to render ([`PoolStats::alive`]) by one for as long as it
-/// lives: up while a worker serves, down while a counted worker cannot create an isolate.
+/// Moves the count of workers able to render ([`PoolStats::alive`], and the workers and
+/// isolates alive in the metrics) by one worker for as long as it lives: up while a worker
+/// serves, down while a counted worker cannot create an isolate.
 struct AliveWhile<'a> {
-    stats: &'a PoolStats,
+    worker: &'a Worker,
     up: bool,
 }
 
 impl<'a> AliveWhile<'a> {
-    fn new(stats: &'a PoolStats, up: bool) -> Self {
-        Self::shift(stats, up);
-        Self { stats, up }
+    fn new(worker: &'a Worker, up: bool) -> Self {
+        Self::shift(worker, up);
+        Self { worker, up }
     }
 
-    fn shift(stats: &PoolStats, up: bool) {
+    fn shift(worker: &Worker, up: bool) {
+        let (metrics, isolates) = (&worker.metrics, worker.snapshots.len() as f64);
         if up {
-            stats.alive.fetch_add(1, Ordering::Relaxed);
+            worker.stats.alive.fetch_add(1, Ordering::Relaxed);
+            metrics.workers_alive.increment(1.0);
+            metrics.isolates_alive.increment(isolates);
         } else {
-            stats.alive.fetch_sub(1, Ordering::Relaxed);
+            worker.stats.alive.fetch_sub(1, Ordering::Relaxed);
+            metrics.workers_alive.decrement(1.0);
+            metrics.isolates_alive.decrement(isolates);
         }
     }
 }
 
 impl Drop for AliveWhile<'_> {
     fn drop(&mut self) {
-        Self::shift(self.stats, !self.up);
+        Self::shift(self.worker, !self.up);
     }
 }
 

@@ -1,13 +1,16 @@
 //! The HTTP face of the node (axum): pages, the reverse proxy with `X-Mizan-Invalidate`,
-//! `POST /_mizan/purge` and `GET /_mizan/health`. This is the only layer that turns errors
+//! `POST /_mizan/purge`, `POST /_mizan/reload` and `GET /_mizan/health`. Each request is
+//! served by the node generation that serves when it arrives ([`Live`]), to its end. This is the only layer that turns errors
 //! into responses; internals (JS stacks, origin URLs) go to the log, never to the client.
 
 mod errors;
+pub mod observe;
 mod pages;
 mod proxy;
 
 use crate::cache::purge::PurgeRequest;
 use crate::node::Node;
+use crate::node::live::Live;
 use crate::origin::proxy::ProxyDecision;
 use axum::Router;
 use axum::body::Bytes;
@@ -21,20 +24,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// The node's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn app(node: Arc<Node>) -> Router {
-    Router::new()
+pub fn app(live: Arc<Live>) -> Router {
+    let metrics = live.node().metrics.clone();
+    let router = Router::new()
+        .merge(observe::routes(metrics.clone()))
         .route("/_mizan/health", get(health))
         .route("/_mizan/assets/{*path}", get(asset))
         .route("/_mizan/purge", post(purge).layer(DefaultBodyLimit::max(64 * 1024)))
+        .route("/_mizan/reload", post(reload).layer(DefaultBodyLimit::max(64 * 1024)))
         .fallback(any(dispatch))
-        .with_state(node)
+        .with_state(live);
+    observe::track(router, metrics)
 }
 
 async fn dispatch(
-    State(node): State<Arc<Node>>,
+    State(live): State<Arc<Live>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let node = live.node();
     match crate::origin::proxy::decide(request.uri().path(), &node.manifest.proxy) {
         ProxyDecision::Forward(path) => return proxy::forward(&node, client, &path, request).await,
         ProxyDecision::Refuse(refusal) => {
@@ -52,7 +60,8 @@ async fn dispatch(
 /// How long after a failed store call the node reports the store as failing.
 const STORE_FAILING_FOR_MS: u64 = 30_000;
 
-async fn health(State(node): State<Arc<Node>>) -> Response {
+async fn health(State(live): State<Arc<Live>>) -> Response {
+    let node = live.node();
     let s = &node.stats;
     let p = node.pool.stats();
     let now = node.clock.now();
@@ -84,6 +93,8 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
         "status": status,
         "reasons": reasons,
         "store": node.store.name(),
+        "generation": live.generation(),
+        "bundles": node.bundle_hashes(),
         "workers": workers,
         "alive_workers": alive,
         "queued_bytes": node.pool.queued_bytes(),
@@ -110,7 +121,8 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// A client bundle: named by its content hash, so cacheable for ever.
-async fn asset(State(node): State<Arc<Node>>, uri: axum::http::Uri) -> Response {
+async fn asset(State(live): State<Arc<Live>>, uri: axum::http::Uri) -> Response {
+    let node = live.node();
     match node.assets.get(uri.path()) {
         Some(asset) => (
             [
@@ -128,12 +140,31 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-async fn purge(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Checks the `X-Mizan-Signature` of a control request (`what`: purge, reload); the refusal
+/// when it does not hold.
+fn signed(node: &Node, what: &str, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
     let signature = headers.get("x-mizan-signature").and_then(|v| v.to_str().ok());
     let now = node.clock.now() / 1000;
-    if let Err(e) = node.verifier.verify(signature, &body, now) {
-        tracing::warn!(error = %e, "purge refused");
-        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    let refused = node.verifier.verify(signature, body, now).err()?;
+    tracing::warn!(error = %refused, "{what} refused");
+    Some(json_error(StatusCode::UNAUTHORIZED, &refused.to_string()))
+}
+
+/// Loads the manifest and bundles again (signed, like a purge; the body is not read).
+async fn reload(State(live): State<Arc<Live>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = signed(&live.node(), "reload", &headers, &body) {
+        return refused;
+    }
+    match live.reload().await {
+        Ok(reloaded) => axum::Json(reloaded).into_response(),
+        Err(error) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("reload refused: {error}")),
+    }
+}
+
+async fn purge(State(live): State<Arc<Live>>, headers: HeaderMap, body: Bytes) -> Response {
+    let node = live.node();
+    if let Some(refused) = signed(&node, "purge", &headers, &body) {
+        return refused;
     }
     let request: PurgeRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -142,7 +173,10 @@ async fn purge(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -
     let mut purged = 0;
     for target in &request.purge {
         match node.store.purge(&target.context, &target.params, request.mode.into()).await {
-            Ok(n) => purged += n,
+            Ok(n) => {
+                purged += n;
+                node.metrics.purged(crate::metrics::PurgeSource::Api, n);
+            }
             Err(e) => {
                 node.store_failed("purge", &e);
                 return json_error(

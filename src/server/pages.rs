@@ -23,6 +23,7 @@ pub async fn serve(node: &Arc<Node>, request: Request) -> Response {
         Ok(served) => served,
         Err(error) => return errors::for_page(&error),
     };
+    crate::metrics::request::note_cache(served.state);
     let page = &served.page;
     let etag = page.meta.etag.as_deref().unwrap_or("");
     // RFC 9110 §15.4.5: 304 stands for a 200, never for a cached 404.

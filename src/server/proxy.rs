@@ -3,6 +3,7 @@
 
 use super::errors;
 use crate::cache::invalidate;
+use crate::metrics::request as per_request;
 use crate::node::Node;
 use crate::origin::proxy::end_to_end;
 use axum::body::Body;
@@ -27,9 +28,14 @@ pub async fn forward(node: &Node, client: SocketAddr, path: &str, request: Reque
         .get("host")
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok()));
-    // The origin's own header is honoured on responses only; never pass one along.
-    let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate"]);
+    // The origin's own header is honoured on responses only; never pass one along. The
+    // request id the origin gets is the node's (the visitor's only when well-formed).
+    let mut headers = end_to_end(&parts.headers, &["host", "x-mizan-invalidate", "x-request-id"]);
     node.forwarding.apply(&mut headers, client.ip(), host.as_ref());
+    per_request::note_route(per_request::Label::Fixed("proxy"));
+    if let Some(id) = per_request::current() {
+        headers.insert(super::observe::X_REQUEST_ID, id.header_value());
+    }
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
     let answer =
         node.origin.proxy_client().request(parts.method.clone(), &url).headers(headers).body(body).send().await;

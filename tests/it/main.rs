@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod common;
+mod config;
 mod e2e;
 mod isolation;
 mod parity;

@@ -216,18 +216,37 @@ async fn a_worker_that_panics_is_restarted_and_the_pool_keeps_rendering() {
     assert_eq!(pool.alive(), 1);
 }
 
-#[test]
-fn a_pool_of_other_bundles_is_refused_while_one_lives_in_this_process() {
-    // V8 allows the isolates of one snapshot per process: the second set is refused with the
-    // reason instead of crashing V8, pools of the same set share one snapshot.
-    let first = pool(1, &[test_bundle("faulty")]);
-    let err = Pool::start(PoolConfig { workers: 1, ..PoolConfig::default() }, &[test_bundle("leaky")]).err().unwrap();
-    let text = err.to_string();
-    assert!(text.contains("already renders the bundles [faulty]") && text.contains("[leaky]"), "{text}");
-    let same = pool(1, &[test_bundle("faulty")]);
-    drop(first);
-    assert!(Pool::start(PoolConfig { workers: 1, ..PoolConfig::default() }, &[test_bundle("leaky")]).is_err());
-    drop(same);
-    let other = pool(1, &[test_bundle("leaky")]);
-    assert_eq!(other.workers(), 1, "once the first set's pools are gone, another set may start");
+/// What a reload does: the pool of the changed bundles is built while the old one renders,
+/// both render side by side, then the old one goes. Six rounds over the three frameworks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_other_bundles_are_built_and_render_beside_a_busy_pool() {
+    use crate::common::App;
+    let mut old = std::sync::Arc::new(pool(2, &[App::React.server_bundle()]));
+    let mut old_app = App::React;
+    for round in 0..6 {
+        let next_app = [App::Vue, App::Svelte, App::React][round % 3];
+        let (busy, stop) = (old.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let stopping = stop.clone();
+        let (bundle, page, input) = old_app.page("/products");
+        let load = tokio::spawn(async move {
+            let mut rendered = 0;
+            while !stopping.load(Ordering::Relaxed) {
+                assert!(busy.render(&bundle, &page, &input).await.unwrap().html.contains("Products"));
+                rendered += 1;
+            }
+            rendered
+        });
+        // A changed bundle: another snapshot, built while the old pool renders.
+        let mut changed = next_app.server_bundle();
+        changed.code.push_str(&format!("\n// round {round}\n"));
+        changed.hash = format!("{}-{round}", changed.hash);
+        let next = std::sync::Arc::new(tokio::task::spawn_blocking(move || pool(2, &[changed])).await.unwrap());
+        let (bundle, page, input) = next_app.page("/products/3");
+        for _ in 0..30 {
+            assert!(next.render(&bundle, &page, &input).await.unwrap().html.len() > 1000);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(load.await.unwrap() > 0, "the old pool rendered while the new one was built");
+        (old, old_app) = (next, next_app);
+    }
 }

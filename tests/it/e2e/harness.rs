@@ -3,6 +3,7 @@
 
 pub use crate::common::App;
 use crate::common::root;
+use mizan_render::node::live::Live;
 use mizan_render::node::{Node, NodeConfig, StoreConfig};
 use mizan_render::origin::OriginConfig;
 use mizan_render::pool::PoolConfig;
@@ -109,6 +110,7 @@ pub enum Backend {
 /// A node and its origin (and its Redis).
 pub struct Harness {
     pub origin: Origin,
+    /// The node it started with (a reload swaps another in).
     pub node: Arc<Node>,
     pub url: String,
     pub client: reqwest::Client,
@@ -180,12 +182,14 @@ impl Harness {
             dev: false,
             forwarding: Default::default(),
             memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
+            metrics: None,
         };
         configure(&mut config);
-        let node = Node::start(config).await.unwrap();
+        let node = Node::start(config.clone()).await.unwrap();
+        let live = Live::new(node.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = mizan_render::server::app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = mizan_render::server::app(live.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { origin, node, url, client: reqwest::Client::new(), redis }
     }

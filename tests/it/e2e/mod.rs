@@ -37,6 +37,7 @@ mod faults;
 pub mod harness;
 mod hydrate;
 mod purges;
+mod reload;
 mod stream;
 
 use crate::common::{DEADLINE, wait_until};
