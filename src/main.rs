@@ -109,6 +109,16 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Exit 0 when a node answers `/_mizan/health` with 200 (ok or degraded), 1 otherwise: a
+    /// container's HEALTHCHECK without curl in the image.
+    Health {
+        /// The node's base URL.
+        #[arg(long, env = "MIZAN_HEALTH_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
     /// Ask a running node to load its manifest and bundles again (a signed POST
     /// /_mizan/reload; SIGHUP does the same locally).
     Reload {
@@ -441,6 +451,16 @@ async fn run(command: Command, resolved: Resolved) -> anyhow::Result<()> {
                 m.bundles.len(),
                 checked.store.name()
             );
+        }
+        Command::Health { url, timeout_ms } => {
+            let url = format!("{}/_mizan/health", url.trim_end_matches('/'));
+            let client = reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).build()?;
+            let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+            let status = response.status();
+            println!("{}", response.text().await.unwrap_or_default());
+            if !status.is_success() {
+                bail!("{url} answered {status}");
+            }
         }
         Command::Reload { node, secret } => {
             let url = format!("{}/_mizan/reload", node.trim_end_matches('/'));

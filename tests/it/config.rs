@@ -202,3 +202,24 @@ fn log_json_comes_from_the_file_and_the_flag_turns_it_off() {
     let line = log.lines().find(|l| l.contains("snapshot ready")).unwrap_or_else(|| panic!("{log}"));
     assert!(serde_json::from_str::<serde_json::Value>(line).is_err(), "a text line: {line}");
 }
+
+#[test]
+fn the_example_config_documents_every_key_and_is_valid() {
+    let example = root().join("docs/mizan.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    // Every key the parser knows, from its own list.
+    let bogus = config_file("all-keys", "not_a_key = 1\n");
+    let refused = stderr(&check(&bogus, &[], &[]));
+    let known = refused.split("expected one of").nth(1).unwrap_or_else(|| panic!("{refused}"));
+    let known: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+    assert!(known.len() >= 20, "{known:?}");
+    for key in &known {
+        let documented = text.lines().any(|l| {
+            let l = l.trim_start_matches("# ");
+            l.starts_with(&format!("{key} = "))
+        });
+        assert!(documented, "docs/mizan.example.toml does not document `{key}`");
+    }
+    let out = check(&example, &["--manifest", &manifest()], &[("MIZAN_SECRET", SECRET)]);
+    assert!(out.status.success(), "the example is a valid config: {}", stderr(&out));
+}
