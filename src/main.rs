@@ -112,9 +112,10 @@ enum Command {
     /// Exit 0 when a node answers `/_mizan/health` with 200 (ok or degraded), 1 otherwise: a
     /// container's HEALTHCHECK without curl in the image.
     Health {
-        /// The node's base URL.
-        #[arg(long, env = "MIZAN_HEALTH_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The node's base URL [default: the node's listen address (MIZAN_LISTEN, else the
+        /// config file's, else 127.0.0.1:8080), 0.0.0.0 asked as 127.0.0.1].
+        #[arg(long, env = "MIZAN_HEALTH_URL")]
+        url: Option<String>,
         /// Give up after this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
@@ -453,6 +454,17 @@ async fn run(command: Command, resolved: Resolved) -> anyhow::Result<()> {
             );
         }
         Command::Health { url, timeout_ms } => {
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let from_env = std::env::var("MIZAN_LISTEN").ok().and_then(|l| l.parse::<SocketAddr>().ok());
+                    let mut listen = from_env.unwrap_or_else(|| resolved.listen());
+                    if listen.ip().is_unspecified() {
+                        listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    format!("http://{listen}")
+                }
+            };
             let url = format!("{}/_mizan/health", url.trim_end_matches('/'));
             let client = reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).build()?;
             let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
