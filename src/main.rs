@@ -407,7 +407,17 @@ async fn run(command: Command, resolved: Resolved) -> anyhow::Result<()> {
             tokio::spawn(hangups(live.clone(), hangup));
             tracing::info!(%url, manifest = %manifest.display(), %origin, %store, workers, "serving");
             println!("mizan-render serving {url} (open {url}/products)");
-            let app = mizan_render::server::app(live.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let metrics_listen = resolved.settings.metrics_listen;
+            if let Some(address) = metrics_listen {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening on {address} (metrics_listen)"))?;
+                tracing::info!(url = %format!("http://{}/metrics", listener.local_addr()?), "metrics");
+                let metrics = mizan_render::server::observe::metrics_app(live.node().metrics.clone());
+                tokio::spawn(async move { axum::serve(listener, metrics).await });
+            }
+            let app = mizan_render::server::app_with(live.clone(), metrics_listen.is_none())
+                .into_make_service_with_connect_info::<SocketAddr>();
             let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
             let signalled = stopping.clone();
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -23,18 +23,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// The node's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// The node's routes, `/metrics` included. Serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn app(live: Arc<Live>) -> Router {
-    let metrics = live.node().metrics.clone();
-    let router = Router::new()
-        .merge(observe::routes(metrics.clone()))
+    app_with(live, true)
+}
+
+/// The node's routes; `/metrics` among them only when `metrics` (else serve
+/// [`observe::metrics_app`] on an address of its own).
+pub fn app_with(live: Arc<Live>, metrics: bool) -> Router {
+    let registry = live.node().metrics.clone();
+    let router = if metrics { Router::new().merge(observe::routes(registry.clone())) } else { Router::new() };
+    let router = router
         .route("/_mizan/health", get(health))
         .route("/_mizan/assets/{*path}", get(asset))
         .route("/_mizan/purge", post(purge).layer(DefaultBodyLimit::max(64 * 1024)))
         .route("/_mizan/reload", post(reload).layer(DefaultBodyLimit::max(64 * 1024)))
         .fallback(any(dispatch))
         .with_state(live);
-    observe::track(router, metrics)
+    observe::track(router, registry)
 }
 
 async fn dispatch(

@@ -223,3 +223,39 @@ fn the_example_config_documents_every_key_and_is_valid() {
     let out = check(&example, &["--manifest", &manifest()], &[("MIZAN_SECRET", SECRET)]);
     assert!(out.status.success(), "the example is a valid config: {}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_moves_metrics_off_the_public_address() {
+    let origin = crate::e2e::harness::Origin::start();
+    let metrics_port = mizan_render::testing::free_port();
+    let file = config_file(
+        "metrics-listen",
+        &format!(
+            "manifest = {:?}\norigin = {:?}\nlisten = \"127.0.0.1:0\"\nworkers = 1\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
+            manifest(),
+            origin.url()
+        ),
+    );
+    let mut command = bare();
+    command.arg("--config").arg(&file).arg("serve").env("MIZAN_SECRET", SECRET);
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = url.clone();
+    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
+        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
+        if let Some(found) = found {
+            *seen.lock().unwrap() = found.to_string();
+        }
+        found.is_some()
+    });
+    let url = url.lock().unwrap().clone();
+    let page = reqwest::get(format!("{url}/products/5")).await.unwrap().status();
+    let public = reqwest::get(format!("{url}/metrics")).await.unwrap().status();
+    let private = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap();
+    let (status, text) = (private.status(), private.text().await.unwrap());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(page, 200);
+    assert_eq!(public, 404, "/metrics is not on the public address");
+    assert_eq!(status, 200);
+    assert!(text.contains("mizan_requests_total{"), "{text}");
+}
