@@ -2,7 +2,7 @@
 //! on every fetch made for it, and the facts its access log line and metrics need (route,
 //! cache state, render and origin time), noted by the code that learns them.
 //!
-//! Both live in task-locals the HTTP layer sets around the request ([`scope`]), so nothing
+//! Both live in a task-local the HTTP layer sets around the request ([`scope`]), so nothing
 //! is threaded through signatures and nothing is allocated. A render flight runs as its own
 //! task: it is started with [`propagate`], so the origin sees the id of the request that
 //! started it (the leader's, for requests coalesced on it). Outside a request (prerendering,
@@ -121,55 +121,71 @@ struct Noted {
     origin: Cell<Option<Duration>>,
 }
 
-tokio::task_local! {
-    static ID: RequestId;
-    static NOTED: Noted;
+/// What a request's task carries: its id and the facts noted about it.
+pub struct Scope {
+    id: RequestId,
+    noted: Noted,
 }
 
-/// Runs `request` as the request with `id`; returns its result and the facts noted meanwhile.
-pub async fn scope<F: Future>(id: RequestId, request: F) -> (F::Output, Facts) {
-    let noted = async {
-        let output = request.await;
-        let facts = NOTED.with(|n| Facts {
-            route: n.route.take(),
-            cache: n.cache.get(),
-            render: n.render.get(),
-            origin: n.origin.get(),
-        });
-        (output, facts)
-    };
-    ID.scope(id, NOTED.scope(Noted::default(), noted)).await
+impl Scope {
+    fn new(id: RequestId) -> Self {
+        Self { id, noted: Noted::default() }
+    }
+
+    /// The facts noted while the request ran.
+    pub fn into_facts(self) -> Facts {
+        let n = self.noted;
+        Facts { route: n.route.into_inner(), cache: n.cache.get(), render: n.render.get(), origin: n.origin.get() }
+    }
+}
+
+tokio::task_local! {
+    static SCOPE: Scope;
+}
+
+/// A request's future, run as the request with an id: take its [`Scope`] back when it is
+/// done (`take_value`) for the facts.
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Scope, F>;
+
+/// Runs `request` as the request with `id`.
+pub fn scope<F: Future>(id: RequestId, request: F) -> Scoped<F> {
+    SCOPE.scope(Scope::new(id), request)
 }
 
 /// The id of the request being served, if any.
 pub fn current() -> Option<RequestId> {
-    ID.try_with(|id| *id).ok()
+    SCOPE.try_with(|scope| scope.id).ok()
 }
 
-/// `work`, to be spawned as a task of its own, under the current request's id.
+/// `work`, to be spawned as a task of its own, under the current request's id (what it notes
+/// is not the request's: a flight serves several).
 pub fn propagate<F: Future>(work: F) -> impl Future<Output = F::Output> {
     let id = current();
     async move {
         match id {
-            Some(id) => ID.scope(id, work).await,
+            Some(id) => SCOPE.scope(Scope::new(id), work).await,
             None => work.await,
         }
     }
 }
 
+fn note(f: impl FnOnce(&Noted)) {
+    let _ = SCOPE.try_with(|scope| f(&scope.noted));
+}
+
 /// Notes the request's route.
 pub fn note_route(route: Label) {
-    let _ = NOTED.try_with(|n| n.route.set(Some(route)));
+    note(|n| n.route.set(Some(route)));
 }
 
 /// Notes how the request's page was served.
 pub fn note_cache(state: CacheState) {
-    let _ = NOTED.try_with(|n| n.cache.set(Some(state)));
+    note(|n| n.cache.set(Some(state)));
 }
 
 /// Notes the render and origin time behind the request's page.
 pub fn note_work(render: Option<Duration>, origin: Option<Duration>) {
-    let _ = NOTED.try_with(|n| {
+    note(|n| {
         n.render.set(render);
         n.origin.set(origin);
     });

@@ -156,13 +156,16 @@ impl Worker {
                         self.stats.failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
-                answer(job.reply, result);
+                // Counted before the answer: whoever sees the page's fault sees its count.
                 if let Some(reason) = recycle {
+                    self.metrics.replaced(reason);
+                }
+                answer(job.reply, result);
+                if recycle.is_some() {
                     isolates.remove(&job.bundle);
                     let fresh = self.create_until_it_works(snapshot, &job.bundle, true).await;
                     isolates.insert(job.bundle.clone(), fresh);
                     self.stats.recycled.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.replaced(reason);
                 }
             }
         });

@@ -8,17 +8,21 @@
 //! request counted before the body goes out (a streamed body's size is not known then).
 
 use crate::metrics::Metrics;
-use crate::metrics::request::{self as per_request, Facts, RequestId};
+use crate::metrics::request::{self as per_request, Facts, RequestId, Scoped};
 use axum::Router;
 use axum::body::HttpBody as _;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, Method, Uri, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tower::{Layer, Service};
 
 /// The target of the access log lines (`MIZAN_LOG=info,mizan_render::access=off` silences
 /// them).
@@ -48,42 +52,119 @@ pub fn routes<S: Clone + Send + Sync + 'static>(metrics: Arc<Metrics>) -> Router
 
 /// `router` with every request given an id, logged and counted into `metrics`.
 pub fn track<S: Clone + Send + Sync + 'static>(router: Router<S>, metrics: Arc<Metrics>) -> Router<S> {
-    router.layer(axum::middleware::from_fn_with_state(metrics, observe))
+    router.layer(Track { metrics })
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render()).into_response()
 }
 
+/// The layer [`track`] applies. Hand-written rather than `axum::middleware::from_fn`, which
+/// clones and boxes the inner service and boxes its own future on every request: about a
+/// fifth of the hit path's throughput.
+#[derive(Clone)]
+struct Track {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Layer<S> for Track {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// A service whose requests are tracked.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for Tracked<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let incoming = request.headers().get(&X_REQUEST_ID);
+        let (id, echo) = match incoming.and_then(|v| RequestId::parse(v.as_bytes()).map(|id| (id, v.clone()))) {
+            Some(taken) => taken,
+            None => {
+                let id = RequestId::generate();
+                (id, id.header_value())
+            }
+        };
+        let seen = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
+            .then(|| Seen { method: request.method().clone(), uri: request.uri().clone() });
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let start = Start { started, id, echo, seen, matched };
+        let inner = per_request::scope(id, self.inner.call(request));
+        TrackedFuture { inner, start: Some(start), metrics: self.metrics.clone() }
+    }
+}
+
+/// What is known of a request when it starts.
+struct Start {
+    started: Instant,
+    id: RequestId,
+    /// The id as the response's header: the request's own value when it was taken.
+    echo: HeaderValue,
+    /// Kept only when the line will be written.
+    seen: Option<Seen>,
+    matched: Option<MatchedPath>,
+}
+
+pin_project_lite::pin_project! {
+    /// A tracked request's response: the inner one, with its id, logged and counted.
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: Scoped<F>,
+        start: Option<Start>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for TrackedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let facts = this.inner.take_value().map(|scope| scope.into_facts()).unwrap_or_default();
+        if let Some(start) = this.start.take() {
+            finish(this.metrics, start, &facts, &mut response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Sets the response's id, counts the request, writes its line.
+fn finish(metrics: &Metrics, start: Start, facts: &Facts, response: &mut Response) {
+    let took = start.started.elapsed();
+    response.headers_mut().insert(X_REQUEST_ID, start.echo);
+    let status = response.status().as_u16();
+    let matched = start.matched.as_ref().map(|m| m.as_str());
+    let route = facts.route.as_ref().map(|r| r.as_str()).or(matched).unwrap_or(UNMATCHED);
+    metrics.request(route, facts.cache, status, took);
+    if let Some(seen) = &start.seen {
+        log(seen, route, status, facts, response.body().size_hint().exact(), took, start.id);
+    }
+}
+
 /// What the log line needs of the request, kept only when the line will be written.
 struct Seen {
     method: Method,
     uri: Uri,
-}
-
-async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let incoming = request.headers().get(&X_REQUEST_ID);
-    let (id, echo) = match incoming.and_then(|v| RequestId::parse(v.as_bytes()).map(|id| (id, v.clone()))) {
-        Some((id, value)) => (id, value),
-        None => {
-            let id = RequestId::generate();
-            (id, id.header_value())
-        }
-    };
-    let seen = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
-        .then(|| Seen { method: request.method().clone(), uri: request.uri().clone() });
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let (mut response, facts) = per_request::scope(id, next.run(request)).await;
-    let took = started.elapsed();
-    response.headers_mut().insert(X_REQUEST_ID, echo);
-    let status = response.status().as_u16();
-    let route = facts.route.as_ref().map(|r| r.as_str()).or(matched.as_ref().map(|m| m.as_str())).unwrap_or(UNMATCHED);
-    metrics.request(route, facts.cache, status, took);
-    if let Some(seen) = seen {
-        log(&seen, route, status, &facts, response.body().size_hint().exact(), took, id);
-    }
-    response
 }
 
 /// Milliseconds, to a tenth.
@@ -96,9 +177,9 @@ fn log(seen: &Seen, route: &str, status: u16, facts: &Facts, bytes: Option<u64>,
     tracing::info!(
         target: ACCESS,
         method = %seen.method,
-        route,
+        route = %route,
         status,
-        cache = facts.cache.map(|c| crate::metrics::cache_label(Some(c))),
+        cache = facts.cache.map(|c| tracing::field::display(crate::metrics::cache_label(Some(c)))),
         render_ms = facts.render.map(ms),
         origin_ms = facts.origin.map(ms),
         bytes,

@@ -20,7 +20,7 @@ fn serve_command(origin: &crate::e2e::harness::Origin) -> Command {
 }
 
 /// Starts `mizan-render serve` (`command`) and returns it with the URL it serves, once ready.
-fn serve(command: Command) -> (std::process::Child, String) {
+pub(crate) fn serve(command: Command) -> (std::process::Child, String) {
     let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen = url.clone();
     let child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
