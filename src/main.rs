@@ -318,7 +318,12 @@ fn main() -> anyhow::Result<()> {
     };
     // Colour only for a person at a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Lines are written to stderr by a thread of their own, so a request never waits on a
+    // write(2) for its access line; a full buffer (128 Ki lines) makes the writers wait rather
+    // than lose lines. Dropping the guard, when main returns, writes what is left.
+    let (stderr, _flush_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr).with_ansi(ansi);
     if cli.log_json.or(resolved.settings.log_json).unwrap_or(false) {
         logs.json().init();
     } else {

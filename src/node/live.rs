@@ -19,6 +19,8 @@ pub struct Live {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads that were swapped in.
     generation: AtomicU64,
+    /// Replaced generations not dropped yet (requests or renders still hold them).
+    retiring: Arc<AtomicU64>,
 }
 
 /// Why a reload was refused (the serving generation is unchanged).
@@ -69,6 +71,7 @@ impl Live {
             config,
             reloading: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            retiring: Arc::default(),
         })
     }
 
@@ -80,6 +83,11 @@ impl Live {
     /// How many reloads have been swapped in since start.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Replaced generations still finishing their requests (their isolates still alive).
+    pub fn retiring(&self) -> u64 {
+        self.retiring.load(Ordering::Relaxed)
     }
 
     /// Loads the manifest and bundles again and swaps the new generation in once it is
@@ -115,7 +123,8 @@ impl Live {
         let ms = started.elapsed().as_millis() as u64;
         let changed: Vec<&str> = bundles.iter().filter(|b| b.changed).map(|b| b.name.as_str()).collect();
         tracing::info!(generation, ms, changed = ?changed, "reloaded: new requests go to the new version");
-        tokio::spawn(retire(old));
+        self.retiring.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(retire(old, self.retiring.clone()));
         Ok(Reloaded { generation, bundles, ms })
     }
 
@@ -132,12 +141,13 @@ impl Live {
 
 /// Drops a replaced generation once its requests and background renders are done, on a
 /// blocking thread: dropping a pool joins its render threads.
-async fn retire(old: Arc<Node>) {
+async fn retire(old: Arc<Node>, retiring: Arc<AtomicU64>) {
     let mut wait = Duration::from_millis(10);
     while Arc::strong_count(&old) > 1 {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(1));
     }
     let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+    retiring.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("the previous version is retired: its isolates are gone");
 }

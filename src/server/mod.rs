@@ -101,6 +101,7 @@ async fn health(State(live): State<Arc<Live>>) -> Response {
         "reasons": reasons,
         "store": node.store.name(),
         "generation": live.generation(),
+        "retiring": live.retiring(),
         "bundles": node.bundle_hashes(),
         "workers": workers,
         "alive_workers": alive,

@@ -139,6 +139,19 @@ async fn reloads_under_steady_load_drop_no_request() {
     let (_, health) = h.health().await;
     assert_eq!(health["generation"], 6);
     assert_eq!(health["status"], "ok", "{health}");
+    // Every replaced generation is dropped, its isolates with it, once its requests are done;
+    // all but the first, which the harness holds (`h.node`).
+    let retired = || async { h.health().await.1["retiring"] == 1 };
+    mizan_render::testing::wait_until("the replaced generations to retire", DEADLINE, retired).await;
+    // The metrics are one registry across generations: the reloads and every request counted.
+    let metrics = h.client.get(format!("{}/metrics", h.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "mizan_reloads_total{result=\"ok\"} 6"), "{metrics}");
+    let pages: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mizan_requests_total{") && l.contains("status=\"200\"") && l.contains("/products"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(pages as u64, served.load(Ordering::Relaxed), "every page served, before and after each reload");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
