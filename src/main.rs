@@ -320,9 +320,12 @@ fn main() -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lines are written to stderr by a thread of their own, so a request never waits on a
     // write(2) for its access line; a full buffer (128 Ki lines) makes the writers wait rather
-    // than lose lines. Dropping the guard, when main returns, writes what is left.
+    // than lose lines. The thread takes the lines waiting, one write for all of them (the
+    // BufWriter, flushed when it has taken them all). Dropping the guard, when main returns,
+    // writes what is left.
+    let batched = std::io::BufWriter::with_capacity(64 << 10, std::io::stderr());
     let (stderr, _flush_on_exit) =
-        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(batched);
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr).with_ansi(ansi);
     if cli.log_json.or(resolved.settings.log_json).unwrap_or(false) {
         logs.json().init();
