@@ -326,8 +326,10 @@ fn main() -> anyhow::Result<()> {
     let batched = std::io::BufWriter::with_capacity(64 << 10, std::io::stderr());
     let (stderr, _flush_on_exit) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(batched);
+    let json = cli.log_json.or(resolved.settings.log_json).unwrap_or(false);
+    mizan_render::server::access::write_to(stderr.clone(), json);
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(stderr).with_ansi(ansi);
-    if cli.log_json.or(resolved.settings.log_json).unwrap_or(false) {
+    if json {
         logs.json().init();
     } else {
         logs.init();

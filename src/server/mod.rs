@@ -3,6 +3,7 @@
 //! served by the node generation that serves when it arrives ([`Live`]), to its end. This is the only layer that turns errors
 //! into responses; internals (JS stacks, origin URLs) go to the log, never to the client.
 
+pub mod access;
 mod errors;
 pub mod observe;
 mod pages;

@@ -174,18 +174,35 @@ fn ms(d: Duration) -> f64 {
 
 /// The access log line of one request.
 fn log(seen: &Seen, route: &str, status: u16, facts: &Facts, bytes: Option<u64>, took: Duration, id: RequestId) {
+    let path = LoggedTarget(&seen.uri);
+    let fields = super::access::Fields {
+        message: "request",
+        method: &seen.method,
+        route,
+        status,
+        cache: facts.cache.map(|c| crate::metrics::cache_label(Some(c))),
+        render_ms: facts.render.map(ms),
+        origin_ms: facts.origin.map(ms),
+        bytes,
+        ms: ms(took),
+        request_id: &id,
+        path: &path,
+    };
+    if super::access::write(ACCESS, &fields) {
+        return;
+    }
     tracing::info!(
         target: ACCESS,
         method = %seen.method,
         route = %route,
         status,
-        cache = facts.cache.map(|c| tracing::field::display(crate::metrics::cache_label(Some(c)))),
-        render_ms = facts.render.map(ms),
-        origin_ms = facts.origin.map(ms),
+        cache = fields.cache,
+        render_ms = fields.render_ms,
+        origin_ms = fields.origin_ms,
         bytes,
-        ms = ms(took),
+        ms = fields.ms,
         request_id = %id,
-        path = %LoggedTarget(&seen.uri),
+        path = %path,
         "request"
     );
 }
