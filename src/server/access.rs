@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn the_text_line_has_the_fmt_layers_layout() {
-        let now = Now(time::OffsetDateTime::from_unix_timestamp_nanos(1795730703_446_630_000).unwrap());
+        let now = Now(time::OffsetDateTime::from_unix_timestamp_nanos(1_795_730_703_446_630_000).unwrap());
         let (method, id, path) = (&"GET" as &dyn Display, &"abc-1" as &dyn Display, &"/p?x=" as &dyn Display);
         let fields = Fields {
             message: "request",
