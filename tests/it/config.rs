@@ -94,16 +94,7 @@ async fn the_config_file_alone_configures_serve_through_mizan_config() {
     );
     let mut command = bare();
     command.arg("serve").env("MIZAN_CONFIG", &file);
-    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = url.clone();
-    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
-        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
-        if let Some(found) = found {
-            *seen.lock().unwrap() = found.to_string();
-        }
-        found.is_some()
-    });
-    let url = url.lock().unwrap().clone();
+    let (mut child, url) = crate::cli::serve(command);
     let page = reqwest::get(format!("{url}/products/5")).await;
     let _ = child.kill();
     let _ = child.wait();
@@ -238,16 +229,7 @@ async fn metrics_listen_moves_metrics_off_the_public_address() {
     );
     let mut command = bare();
     command.arg("--config").arg(&file).arg("serve").env("MIZAN_SECRET", SECRET);
-    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = url.clone();
-    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
-        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
-        if let Some(found) = found {
-            *seen.lock().unwrap() = found.to_string();
-        }
-        found.is_some()
-    });
-    let url = url.lock().unwrap().clone();
+    let (mut child, url) = crate::cli::serve(command);
     let page = reqwest::get(format!("{url}/products/5")).await.unwrap().status();
     let public = reqwest::get(format!("{url}/metrics")).await.unwrap().status();
     let private = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap();

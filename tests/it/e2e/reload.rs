@@ -231,16 +231,7 @@ async fn sighup_reloads_the_serving_binary() {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mizan-render"));
     command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--origin", &origin.url(), "--manifest"]);
     command.arg(&site.manifest).env("MIZAN_SECRET", SECRET).env("MIZAN_STORE", "memory");
-    let url = Arc::new(std::sync::Mutex::new(String::new()));
-    let seen = url.clone();
-    let mut child = mizan_render::testing::spawn_ready(command, "mizan-render serve", move |line| {
-        let found = line.strip_prefix("mizan-render serving ").and_then(|rest| rest.split(' ').next());
-        if let Some(found) = found {
-            *seen.lock().unwrap() = found.to_string();
-        }
-        found.is_some()
-    });
-    let url = url.lock().unwrap().clone();
+    let (mut child, url) = crate::cli::serve(command);
     let health =
         || async { reqwest::get(format!("{url}/_mizan/health")).await.unwrap().json::<Value>().await.unwrap() };
     let before = health().await;
@@ -255,4 +246,27 @@ async fn sighup_reloads_the_serving_binary() {
     assert_eq!(page.status(), 200);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_signature_accepted_before_a_reload_is_still_a_replay_after_it() {
+    let site = Site::new("replay");
+    let h = site.harness().await;
+    let keys = Keys::from_secret(SECRET.as_bytes(), false).unwrap();
+    let body = br#"{"purge":[{"context":"product_detail","params":{"id":1}}],"mode":"hard"}"#.to_vec();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let signature = sign(&keys, now, &body);
+    let purge = || {
+        h.client
+            .post(format!("{}/_mizan/purge", h.url))
+            .header("x-mizan-signature", signature.clone())
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(purge().await.unwrap().status(), 200);
+    let (status, reloaded) = reload(&h).await;
+    assert_eq!(status, 200, "{reloaded}");
+    let replayed = purge().await.unwrap();
+    assert_eq!(replayed.status(), 401, "the new generation forgot the signatures the old one took");
+    assert!(replayed.text().await.unwrap().contains("replay"));
 }
