@@ -16,6 +16,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// The defaults, used both to build the configuration and to print it (`config check`). The
+// flags' help texts repeat them in words.
+const DEFAULT_ORIGIN: &str = "http://127.0.0.1:8000";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MEMORY_MB: u64 = 256;
+const DEFAULT_RENDER_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_RENDER_CPU_MS: u64 = 500;
+const DEFAULT_MAX_HEAP_MB: usize = 256;
+const DEFAULT_ORIGIN_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_ORIGIN_CONCURRENCY: usize = 64;
+const DEFAULT_ORIGIN_MAX_BODY: usize = 8 << 20;
+const DEFAULT_GRACE_MS: u64 = 10_000;
+/// The log filter when neither `MIZAN_LOG` nor the file sets one.
+pub const DEFAULT_LOG: &str = "info";
+
 /// Why the settings do not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -279,12 +294,12 @@ impl Resolved {
 
     /// The address to serve on.
     pub fn listen(&self) -> SocketAddr {
-        self.settings.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.settings.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses"))
     }
 
     /// The grace period on SIGTERM.
     pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.settings.grace_ms.unwrap_or(10_000))
+        Duration::from_millis(self.settings.grace_ms.unwrap_or(DEFAULT_GRACE_MS))
     }
 
     /// The node's configuration, with `secret` (read by the caller from the flag, the
@@ -305,11 +320,11 @@ impl Resolved {
         if let Some(queue) = s.queue {
             pool.queue = queue;
         }
-        pool.render_timeout = Duration::from_millis(s.render_timeout_ms.unwrap_or(10_000));
-        pool.cpu_budget = Duration::from_millis(s.render_cpu_ms.unwrap_or(500).max(1));
-        pool.max_heap = s.max_heap_mb.unwrap_or(256) << 20;
+        pool.render_timeout = Duration::from_millis(s.render_timeout_ms.unwrap_or(DEFAULT_RENDER_TIMEOUT_MS));
+        pool.cpu_budget = Duration::from_millis(s.render_cpu_ms.unwrap_or(DEFAULT_RENDER_CPU_MS).max(1));
+        pool.max_heap = s.max_heap_mb.unwrap_or(DEFAULT_MAX_HEAP_MB) << 20;
         // The memo's bound counts against the memory the operator gave the node.
-        let memory = s.memory_mb.unwrap_or(256) << 20;
+        let memory = s.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) << 20;
         let memo_bytes = (memory / 16) as usize;
         let store = match store {
             StoreConfig::Memory(_) => StoreConfig::Memory(memory - memo_bytes as u64),
@@ -319,7 +334,7 @@ impl Resolved {
             Some(url) => Some(Forwarding::public_url(url).map_err(|e| self.invalid("public_url", e))?),
             None => None,
         };
-        let base = s.origin.clone().unwrap_or_else(|| "http://127.0.0.1:8000".into());
+        let base = s.origin.clone().unwrap_or_else(|| DEFAULT_ORIGIN.into());
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(self.invalid("origin", format!("{:?} is not an http:// or https:// URL", redact_url(&base))));
         }
@@ -327,9 +342,9 @@ impl Resolved {
             manifest,
             origin: OriginConfig {
                 base,
-                timeout: Duration::from_millis(s.origin_timeout_ms.unwrap_or(5000)),
-                max_body: s.origin_max_body.unwrap_or(8 << 20),
-                max_concurrent: s.origin_concurrency.unwrap_or(64).max(1),
+                timeout: Duration::from_millis(s.origin_timeout_ms.unwrap_or(DEFAULT_ORIGIN_TIMEOUT_MS)),
+                max_body: s.origin_max_body.unwrap_or(DEFAULT_ORIGIN_MAX_BODY),
+                max_concurrent: s.origin_concurrency.unwrap_or(DEFAULT_ORIGIN_CONCURRENCY).max(1),
             },
             store,
             pool,
@@ -357,9 +372,9 @@ impl Resolved {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let rows: Vec<(&'static str, Option<String>, String)> = vec![
             ("manifest", path(&s.manifest), "(required)".into()),
-            ("origin", s.origin.as_deref().map(|o| quote(&redact_url(o))), quote("http://127.0.0.1:8000")),
+            ("origin", s.origin.as_deref().map(|o| quote(&redact_url(o))), quote(DEFAULT_ORIGIN)),
             ("store", s.store.as_ref().map(|_| quote(&store)), quote("memory")),
-            ("memory_mb", s.memory_mb.map(|v| v.to_string()), "256".into()),
+            ("memory_mb", s.memory_mb.map(|v| v.to_string()), DEFAULT_MEMORY_MB.to_string()),
             ("public_url", s.public_url.as_deref().map(quote), "(none)".into()),
             (
                 "trusted_proxies",
@@ -370,20 +385,20 @@ impl Resolved {
             ),
             ("workers", s.workers.map(|v| v.to_string()), cpus.to_string()),
             ("queue", s.queue.map(|v| v.to_string()), (64 * s.workers.unwrap_or(cpus)).to_string()),
-            ("render_timeout_ms", s.render_timeout_ms.map(|v| v.to_string()), "10000".into()),
-            ("render_cpu_ms", s.render_cpu_ms.map(|v| v.to_string()), "500".into()),
-            ("max_heap_mb", s.max_heap_mb.map(|v| v.to_string()), "256".into()),
-            ("origin_timeout_ms", s.origin_timeout_ms.map(|v| v.to_string()), "5000".into()),
-            ("origin_concurrency", s.origin_concurrency.map(|v| v.to_string()), "64".into()),
-            ("origin_max_body", s.origin_max_body.map(|v| v.to_string()), (8 << 20).to_string()),
-            ("listen", s.listen.map(|v| quote(&v.to_string())), quote("127.0.0.1:8080")),
+            ("render_timeout_ms", s.render_timeout_ms.map(|v| v.to_string()), DEFAULT_RENDER_TIMEOUT_MS.to_string()),
+            ("render_cpu_ms", s.render_cpu_ms.map(|v| v.to_string()), DEFAULT_RENDER_CPU_MS.to_string()),
+            ("max_heap_mb", s.max_heap_mb.map(|v| v.to_string()), DEFAULT_MAX_HEAP_MB.to_string()),
+            ("origin_timeout_ms", s.origin_timeout_ms.map(|v| v.to_string()), DEFAULT_ORIGIN_TIMEOUT_MS.to_string()),
+            ("origin_concurrency", s.origin_concurrency.map(|v| v.to_string()), DEFAULT_ORIGIN_CONCURRENCY.to_string()),
+            ("origin_max_body", s.origin_max_body.map(|v| v.to_string()), DEFAULT_ORIGIN_MAX_BODY.to_string()),
+            ("listen", s.listen.map(|v| quote(&v.to_string())), quote(DEFAULT_LISTEN)),
             ("metrics_listen", s.metrics_listen.map(|v| quote(&v.to_string())), "(none: /metrics on listen)".into()),
-            ("grace_ms", s.grace_ms.map(|v| v.to_string()), "10000".into()),
+            ("grace_ms", s.grace_ms.map(|v| v.to_string()), DEFAULT_GRACE_MS.to_string()),
             ("v8_flags", s.v8_flags.as_deref().map(quote), "(none)".into()),
             ("secret_file", path(&s.secret_file), "(none)".into()),
             ("dev", s.dev.map(|v| v.to_string()), "false".into()),
             ("log_json", s.log_json.map(|v| v.to_string()), "false".into()),
-            ("log", s.log.as_deref().map(quote), quote("info")),
+            ("log", s.log.as_deref().map(quote), quote(DEFAULT_LOG)),
         ];
         for (key, value, default) in rows {
             match value {

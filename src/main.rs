@@ -314,7 +314,7 @@ fn main() -> anyhow::Result<()> {
     let filter = match (std::env::var("MIZAN_LOG"), &resolved.settings.log) {
         (Ok(env), _) => EnvFilter::try_new(env).context("MIZAN_LOG")?,
         (Err(_), Some(file)) => EnvFilter::try_new(file).context("log in the config file")?,
-        (Err(_), None) => EnvFilter::new("info"),
+        (Err(_), None) => EnvFilter::new(mizan_render::config::DEFAULT_LOG),
     };
     // Colour only for a person at a terminal: files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
