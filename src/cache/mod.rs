@@ -14,7 +14,9 @@ mod store;
 
 pub use key::Keys;
 pub use meta::{Dependency, Freshness, Kind, Meta, dependency_tags};
-pub use store::{Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, next_generation, now_ms};
+pub use store::{
+    Entry, Fence, GENERATION_TTL_MS, Generations, LockOutcome, PurgeMode, PutOutcome, Store, next_generation, now_ms,
+};
 
 /// Why a cache operation failed.
 #[derive(Debug, thiserror::Error)]

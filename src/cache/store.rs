@@ -65,6 +65,29 @@ pub enum PutOutcome {
         /// The tag whose generation moved.
         tag: String,
     },
+    /// A fenced put ([`Store::put_fenced`]) whose render lock was taken over (it expired and
+    /// another render holds it, or stored since): the write was dropped, so an expired holder
+    /// never stores over a newer render.
+    Superseded,
+}
+
+/// A render lock's fencing token: increasing per lock key's store, so a later holder always
+/// holds a larger one.
+pub type Fence = u64;
+
+/// What came of asking for a page's render lock ([`Store::lock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// This caller holds the lock until it unlocks, or until the lock's time runs out.
+    Acquired(Fence),
+    /// Another render (on this node or another) holds it, for at most `ttl_ms` more.
+    Held {
+        /// Milliseconds until the lock expires if its holder never releases it.
+        ttl_ms: u64,
+    },
+    /// This store has no cross-node locks (memory, SQLite: one node per store, whose
+    /// coalescer already renders a page once).
+    Unsupported,
 }
 
 /// The cache ABI: `get(key)`, `put(key, response, metadata)`, `purge(context, params)`.
@@ -97,6 +120,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes one entry.
     async fn remove(&self, key: &str) -> Result<(), CacheError>;
+
+    /// Takes the render lock of page `key` for `ttl_ms` if nobody holds it (Redis:
+    /// `SET NX PX`, across every node sharing the store).
+    async fn lock(&self, _key: &str, _ttl_ms: u64) -> Result<LockOutcome, CacheError> {
+        Ok(LockOutcome::Unsupported)
+    }
+
+    /// Releases the render lock of `key` if `fence` still holds it (never another's).
+    async fn unlock(&self, _key: &str, _fence: Fence) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    /// [`Store::put`] by the holder of the render lock `fence`, which it releases: dropped
+    /// ([`PutOutcome::Superseded`]) if a later holder took the lock or stored since.
+    async fn put_fenced(&self, entry: Entry, _fence: Fence) -> Result<PutOutcome, CacheError> {
+        self.put(entry).await
+    }
 }
 
 /// The tag whose generation moved since `recorded`, if any.

@@ -100,6 +100,11 @@ impl Node {
                 self.metrics.dropped_writes.increment(1);
                 tracing::info!(key = %page.meta.key, %tag, "render not stored: {tag} was purged while it ran");
             }
+            Ok(PutOutcome::Superseded) => {
+                self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped_writes.increment(1);
+                tracing::info!(key = %page.meta.key, "render not stored: its render lock expired and a later render took it");
+            }
             Err(e) => self.store_failed("put", &e),
         }
     }

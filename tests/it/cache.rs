@@ -355,6 +355,7 @@ pub async fn concurrent_puts_and_purges_lose_and_resurrect_nothing(b: Backend) {
                         "a put dropped for {tag}, which it does not carry or which was never purged after it read it"
                     )
                 }
+                PutOutcome::Superseded => panic!("a put without a render lock was superseded"),
             }
         }
         for k in 0..KEYS {

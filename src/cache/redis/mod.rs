@@ -43,14 +43,18 @@
 //! When Redis is unreachable every call fails fast with [`CacheError::Unavailable`]; the
 //! connection manager reconnects on its own when Redis is back.
 
+mod conn;
+pub mod log;
+
+pub use conn::{Conn, Target, target};
+pub use log::LoggedPurge;
+
 use super::meta::purge_tags;
 use super::store::{Entry, GENERATION_TTL_MS, Generations, PurgeMode, PutOutcome, Store, check_site, now_ms};
 use super::{CacheError, Meta};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The Redis names of one site's keys: everything under `mz1:<site>:`.
 struct Names {
@@ -289,7 +293,11 @@ return 1
 
 /// The Redis store of one site.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// The URL it was opened with, for connections of its own (the purge log's reader).
+    url: String,
+    /// The site whose keys it holds.
+    site: String,
     names: Names,
     put: Script,
     purge: Script,
@@ -305,7 +313,7 @@ type Batch = (u64, String, u64, u64);
 
 /// The script calls of one purge.
 struct Walk {
-    conn: ConnectionManager,
+    conn: Conn,
     script: Script,
     /// The generation keys of the purge's tags.
     generations: Vec<String>,
@@ -324,7 +332,7 @@ impl Walk {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> CacheError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> CacheError {
     CacheError::Unavailable { store: "redis", message: e.to_string() }
 }
 
@@ -346,22 +354,26 @@ fn unpack(packed: &[u8]) -> Result<(Meta, &[u8]), String> {
 }
 
 impl RedisStore {
+    /// The URL the store was opened with (credentials included: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The site whose keys the store holds.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
     /// Connects to `url` (`redis://host:port/db`) as the store of `site` (the manifest's
     /// `site`), whose keys all go under `mz1:<site>:`. Fails with [`CacheError::Site`] if the
     /// site is not `[A-Za-z0-9_.-]+`, and if Redis cannot be reached now.
     pub async fn connect(url: &str, site: &str) -> Result<Self, CacheError> {
         check_site(site)?;
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            // No retry inside a call: the first retry waits a second or more (backoff), which
-            // a page would pay per store call while Redis is away. The manager reconnects on
-            // the next call instead.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        let conn = Conn::open(url).await?;
         Ok(Self {
             conn,
+            url: url.to_string(),
+            site: site.to_string(),
             names: Names::new(site),
             put: Script::new(PUT),
             purge: Script::new(PURGE),
@@ -480,6 +492,7 @@ impl Store for RedisStore {
         };
         #[cfg(test)]
         let pause = self.pause.clone();
+        let (site, context, params) = (self.site.clone(), context.to_string(), params.clone());
         // The whole walk on a task of its own: once the generation has moved, the batches run
         // to the end even if this future is dropped.
         let task = tokio::spawn(async move {
@@ -491,6 +504,9 @@ impl Store for RedisStore {
                 let (_, next, taken, _) = walk.call(&generation, &cursor, &walked).await?;
                 (cursor, count) = (next, count + taken);
             }
+            // Logged once the walk is over: a memory tier that applies it then can no longer
+            // fetch an entry the purge takes.
+            log::append(&mut walk.conn, &site, &context, &params, mode).await?;
             Ok(count)
         });
         task.await.map_err(unavailable)?
