@@ -13,7 +13,7 @@
 //!   read (empty if it recorded none), scored by the entry's expiry (unix ms, Redis clock).
 //! - `mz1:{<site>/<b>}:g:<tag>`: bucket `b`'s generation of a tag: at least that of the last
 //!   purge of the tag whose walk reached the bucket.
-//! - `mz1:{<site>/<b>}:l:<k>`, `:w:<k>`, `:f`: render locks ([`lock`]).
+//! - `mz1:{<site>/<b>}:l:<k>`, `:w:<k>`, `:f`: render locks (the `lock` module).
 //! - `mz1:{<site>}:g:<tag>`: the tag's canonical generation, what renders read
 //!   ([`Store::generations`]); and the purge log ([`log`]).
 //!
