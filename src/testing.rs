@@ -1,8 +1,8 @@
 //! Helpers for tests and benchmarks that need real components: a `redis-server` on a free
-//! loopback port, started on demand and stopped on drop, the fixture Django origin
-//! ([`django_origin`]), and [`spawn_ready`] for any server that says in its log when it is
-//! ready. A missing program panics with how to install it: a
-//! test that needs Redis fails, it never skips.
+//! loopback port, or a three-master Redis Cluster ([`RedisCluster`]), started on demand and
+//! stopped on drop, the fixture Django origin ([`django_origin`]), and [`spawn_ready`] for any
+//! server that says in its log when it is ready. A missing program panics with how to install
+//! it: a test that needs Redis fails, it never skips.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -113,6 +113,90 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running Redis Cluster of three masters (no replicas), each a `redis-server` on a free
+/// loopback port, its cluster bus on another, its `nodes.conf` in a directory of its own.
+pub struct RedisCluster {
+    children: Vec<Child>,
+    /// The masters' TCP ports on 127.0.0.1.
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers without persistence, joins them with
+    /// `redis-cli --cluster create` (slots split evenly), and returns once every node reports
+    /// `cluster_state:ok`. Panics if redis-server or redis-cli is missing, or the cluster is not
+    /// up within [`DEADLINE`].
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("mizan-redis-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let mut cluster = Self { children: Vec::new(), ports: Vec::new(), dir };
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let config = cluster.dir.join(format!("nodes-{port}.conf"));
+            let mut command = Command::new("redis-server");
+            command.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--cluster-enabled", "yes"]);
+            command.args(["--cluster-port", &bus.to_string()]);
+            command.arg("--cluster-config-file").arg(&config).arg("--dir").arg(&cluster.dir);
+            command.args(["--save", "", "--appendonly", "no"]);
+            let child = spawn_ready(command, "redis-server", |line| line.contains("Ready to accept connections"));
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start redis-cli: {e} (run scripts/setup, which installs it)"));
+        let said = String::from_utf8_lossy(&created.stdout);
+        assert!(
+            created.status.success() && said.contains("All 16384 slots covered"),
+            "redis-cli --cluster create: {said}"
+        );
+        let start = std::time::Instant::now();
+        for port in &cluster.ports {
+            let url = format!("redis://127.0.0.1:{port}/");
+            let mut conn = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(DEADLINE))
+                .unwrap_or_else(|e| panic!("cannot connect to the cluster node {url}: {e}"));
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                let waited = start.elapsed();
+                assert!(waited < DEADLINE, "the cluster node {url} is not ok after {waited:.1?}: {info}");
+                std::thread::yield_now();
+            }
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// `redis://127.0.0.1:<port>/` of each master, for plain connections to one node.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.drain(..) {
+            kill(&mut Some(child));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,39 +1,50 @@
 //! The cache conformance suite: every behaviour of docs/protocol.md's cache ABI, run
-//! against each backend (memory, SQLite, a real Redis), plus each backend's own faults.
+//! against each backend (memory, SQLite, a real Redis, a three-master Redis Cluster), plus
+//! each backend's own faults, render locks, and how a site's keys spread over a cluster.
 
 use crate::common::{DEADLINE, scratch_db, wait_until};
 use mizan_render::cache::memory::MemoryStore;
 use mizan_render::cache::meta::purge_tags;
-use mizan_render::cache::redis::RedisStore;
+use mizan_render::cache::redis::names::bucket;
+use mizan_render::cache::redis::{BUCKETS, RedisStore};
 use mizan_render::cache::sqlite::SqliteStore;
 use mizan_render::cache::{
-    CacheError, Dependency, Entry, Freshness, Generations, Kind, Meta, PurgeMode, PutOutcome, Store, now_ms,
+    CacheError, Dependency, Entry, Freshness, Generations, Kind, LockOutcome, Meta, PurgeMode, PutOutcome, Store,
+    now_ms,
 };
-use mizan_render::testing::RedisServer;
+use mizan_render::testing::{RedisCluster, RedisServer};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
-/// A store and whatever must live as long as it (a Redis server).
+/// A store and whatever must live as long as it (a Redis server, a cluster).
 pub struct Backend {
     pub store: Arc<dyn Store>,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 pub async fn memory() -> Backend {
-    Backend { store: Arc::new(MemoryStore::new(64 << 20)), _redis: None }
+    Backend { store: Arc::new(MemoryStore::new(64 << 20)), _redis: None, _cluster: None }
 }
 
 pub async fn sqlite() -> Backend {
     let path = scratch_db("conformance");
-    Backend { store: Arc::new(SqliteStore::open(&path, "conformance").unwrap()), _redis: None }
+    Backend { store: Arc::new(SqliteStore::open(&path, "conformance").unwrap()), _redis: None, _cluster: None }
 }
 
 pub async fn redis() -> Backend {
     let server = RedisServer::start();
     let store = RedisStore::connect(&server.url(), "conformance").await.unwrap();
-    Backend { store: Arc::new(store), _redis: Some(server) }
+    Backend { store: Arc::new(store), _redis: Some(server), _cluster: None }
+}
+
+/// A cluster of its own per test (each test runs in a process of its own under nextest).
+pub async fn redis_cluster() -> Backend {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let store = RedisStore::connect(&cluster.url(), "conformance").await.unwrap();
+    Backend { store: Arc::new(store), _redis: None, _cluster: Some(cluster) }
 }
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -193,6 +204,20 @@ pub async fn a_purge_drops_only_the_writes_it_matches(b: Backend) {
     s.purge("product_detail", &Map::new(), PurgeMode::Hard).await.unwrap();
     assert_eq!(s.put(late).await.unwrap(), PutOutcome::Dropped { tag: "c:product_detail".into() });
     assert_eq!(present(s, &["p1", "p2", "p3", "p4"]).await, [false; 4], "the whole-context purge took p1 and p3");
+}
+
+/// An entry's tags may have recorded different generations (a purge moved one of them before
+/// its render read them): a purge naming several params still finds it through each tag.
+pub async fn a_purge_of_several_params_matches_tags_that_recorded_different_generations(b: Backend) {
+    let s = &*b.store;
+    s.purge("search", &obj(json!({"q": "a"})), PurgeMode::Hard).await.unwrap();
+    let e = rendered_now(s, entry("k", vec![dep("search", json!({"q": "a", "page": 1}))], b"x")).await;
+    assert!(e.meta.generation["c:search:q=\"a\""] > e.meta.generation["c:search:page=1"]);
+    put_ok(s, e).await;
+    assert_eq!(s.purge("search", &obj(json!({"q": "a", "page": 1})), PurgeMode::Soft).await.unwrap(), 1);
+    assert!(s.get("k").await.unwrap().unwrap().meta.stale_at.is_some());
+    assert_eq!(s.purge("search", &obj(json!({"page": 1, "q": "a"})), PurgeMode::Hard).await.unwrap(), 1);
+    assert_eq!(s.get("k").await.unwrap(), None);
 }
 
 pub async fn freshness_windows_follow_the_metadata(b: Backend) {
@@ -416,6 +441,7 @@ macro_rules! conformance {
         mod on_memory { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::memory().await).await } )* }
         mod on_sqlite { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::sqlite().await).await } )* }
         mod on_redis { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::redis().await).await } )* }
+        mod on_redis_cluster { $( #[tokio::test(flavor = "multi_thread")] async fn $test() { super::$test(super::redis_cluster().await).await } )* }
     };
 }
 
@@ -426,6 +452,7 @@ conformance!(
     a_put_replaces_the_entry_and_its_tags,
     a_put_from_a_render_that_started_before_a_purge_is_dropped,
     a_purge_drops_only_the_writes_it_matches,
+    a_purge_of_several_params_matches_tags_that_recorded_different_generations,
     freshness_windows_follow_the_metadata,
     soft_purge_marks_stale_and_hard_purge_removes,
     large_and_binary_bodies_round_trip,
@@ -568,6 +595,12 @@ async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
     assert!(text.contains(&path.display().to_string()) && text.contains("not a database"), "{text}");
 }
 
+/// The Redis key of `<kind><k>` for protocol key `mz1:<k>` of `site`: in the key's bucket's
+/// slot, `mz1:{<site>/<bucket>}:<kind><k>`.
+fn redis_key(site: &str, kind: &str, key: &str) -> String {
+    format!("mz1:{{{site}/{}}}:{kind}{}", bucket(key), key.strip_prefix("mz1:").unwrap_or(key))
+}
+
 #[tokio::test]
 async fn redis_drops_a_damaged_entry() {
     let server = RedisServer::start();
@@ -575,14 +608,14 @@ async fn redis_drops_a_damaged_entry() {
     put_ok(&store, entry("mz1:p:good", vec![dep("c", json!({}))], b"ok")).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    // Entry `mz1:p:<k>` of site `shop` lives under `mz1:shop:p:<k>`.
+    let (bad, wrong) = (redis_key("shop", "", "mz1:p:bad"), redis_key("shop", "", "mz1:p:wrong"));
     let damaged = b"\x00\x00\x00\x07garbagebody".as_slice();
-    let _: () = redis::cmd("SET").arg("mz1:shop:p:bad").arg(damaged).query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("SET").arg(&bad).arg(damaged).query_async(&mut raw).await.unwrap();
     assert_eq!(store.get("mz1:p:bad").await.unwrap(), None);
-    let exists: bool = redis::cmd("EXISTS").arg("mz1:shop:p:bad").query_async(&mut raw).await.unwrap();
+    let exists: bool = redis::cmd("EXISTS").arg(&bad).query_async(&mut raw).await.unwrap();
     assert!(!exists, "the damaged entry is removed");
     // A key of another type under an entry's name reads as a miss, and a put replaces it.
-    let _: () = redis::cmd("HSET").arg("mz1:shop:p:wrong").arg("f").arg("v").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET").arg(&wrong).arg("f").arg("v").query_async(&mut raw).await.unwrap();
     assert_eq!(store.get("mz1:p:wrong").await.unwrap(), None);
     put_ok(&store, entry("mz1:p:wrong", vec![dep("c", json!({}))], b"fixed")).await;
     assert_eq!(&*store.get("mz1:p:wrong").await.unwrap().unwrap().body, b"fixed");
@@ -691,30 +724,245 @@ async fn sites_sharing_a_backend_never_touch_each_other(shop: &dyn Store, blog: 
     assert!(shop_last["c:product_detail"] > 0 && shop_last["c:product_list"] > 0);
 }
 
+/// Every key of `nodes` (one server, or each master of a cluster) matching `pattern`.
+async fn keys_of(nodes: &[String], pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for node in nodes {
+        let mut raw = redis::Client::open(node.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut more: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut raw).await.unwrap();
+        keys.append(&mut more);
+    }
+    keys.sort();
+    keys
+}
+
+/// Two sites on one Redis (or one cluster), and a third whose name starts like the first:
+/// every key a site wrote carries its hash tag (`{shop}` or `{shop/<bucket>}`), and
+/// `mz1:{shop[}/]*` lists exactly shop's.
+async fn redis_sites_keep_to_their_hash_tags(url: &str, nodes: &[String]) {
+    let shop = RedisStore::connect(url, "shop").await.unwrap();
+    let blog = RedisStore::connect(url, "blog").await.unwrap();
+    sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
+    put_ok(&shop, entry("mz1:p:layout", vec![dep("cart", json!({"user": "u1"}))], b"x")).await;
+    shop.purge("cart", &obj(json!({"user": "u2"})), PurgeMode::Soft).await.unwrap();
+    let shopping = RedisStore::connect(url, "shopping").await.unwrap();
+    put_ok(&shopping, entry("mz1:p:layout", vec![dep("cart", json!({"user": "u1"}))], b"x")).await;
+    let keys = keys_of(nodes, "*").await;
+    let of = |site: &str| format!("mz1:{{{site}}}:");
+    let in_bucket = |site: &str| format!("mz1:{{{site}/");
+    for key in &keys {
+        assert!(
+            ["shop", "blog", "shopping"].iter().any(|s| key.starts_with(&of(s)) || key.starts_with(&in_bucket(s))),
+            "{key} is outside every site's prefixes"
+        );
+    }
+    let b = bucket("mz1:p:layout");
+    let mut expected: Vec<String> = [
+        redis_key("shop", "", "mz1:p:layout"),
+        redis_key("shop", "k:", "mz1:p:layout"),
+        format!("mz1:{{shop/{b}}}:t:c:cart"),
+        format!("mz1:{{shop/{b}}}:t:c:cart:user=\"u1\""),
+        "mz1:{shop}:g:c:cart:user=\"u2\"".to_string(),
+        "mz1:{blog}:g:c:product_detail:id=1".to_string(),
+    ]
+    .into();
+    // The soft purge's walk raised the generation of every bucket.
+    expected.extend((0..BUCKETS).map(|b| format!("mz1:{{shop/{b}}}:g:c:cart:user=\"u2\"")));
+    for key in &expected {
+        assert!(keys.contains(key), "{key} missing from {keys:?}");
+    }
+    let listed = keys_of(nodes, "mz1:{shop[}/]*").await;
+    let shops: Vec<&String> =
+        keys.iter().filter(|k| k.starts_with(&of("shop")) || k.starts_with(&in_bucket("shop"))).collect();
+    assert_eq!(listed.iter().collect::<Vec<_>>(), shops, "the documented pattern lists exactly one site's keys");
+    assert!(!listed.iter().any(|k| k.contains("shopping")));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_sites_sharing_one_server_never_purge_each_other() {
     let server = RedisServer::start();
-    let shop = RedisStore::connect(&server.url(), "shop").await.unwrap();
-    let blog = RedisStore::connect(&server.url(), "blog").await.unwrap();
-    sites_sharing_a_backend_never_touch_each_other(&shop, &blog).await;
-    // Every key either site wrote is under its prefix `mz1:<site>:`.
-    put_ok(&shop, entry("mz1:p:layout", vec![dep("cart", json!({"user": "u1"}))], b"x")).await;
-    shop.purge("cart", &obj(json!({"user": "u2"})), PurgeMode::Soft).await.unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
-    keys.sort();
-    assert!(keys.iter().all(|k| k.starts_with("mz1:shop:") || k.starts_with("mz1:blog:")), "{keys:?}");
-    for key in [
-        "mz1:shop:p:layout",
-        "mz1:shop:k:p:layout",
-        "mz1:shop:t:c:cart",
-        "mz1:shop:t:c:cart:user=\"u1\"",
-        "mz1:shop:g:c:cart:user=\"u2\"",
-        "mz1:blog:g:c:product_detail:id=1",
-    ] {
-        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    redis_sites_keep_to_their_hash_tags(&server.url(), &[server.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_sites_sharing_one_cluster_never_purge_each_other() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    redis_sites_keep_to_their_hash_tags(&cluster.url(), &cluster.node_urls()).await;
+}
+
+/// Render locks between two stores (two nodes) of one site: one holder at a time, released
+/// only by its own fence, fences that grow, and an expired holder's write dropped once another
+/// render took the lock, stored if nobody did.
+async fn render_locks_fence_out_expired_holders(a: &dyn Store, b: &dyn Store) {
+    let page = |key: &str, body: &str| entry(key, vec![dep("c", json!({}))], body.as_bytes());
+    let acquired = |outcome: LockOutcome| match outcome {
+        LockOutcome::Acquired(fence) => fence,
+        other => panic!("not acquired: {other:?}"),
+    };
+    let held = |outcome: LockOutcome| match outcome {
+        LockOutcome::Held { ttl_ms } => ttl_ms,
+        other => panic!("not held: {other:?}"),
+    };
+    let one = "mz1:p:0a01";
+    let f1 = acquired(a.lock(one, 60_000).await.unwrap());
+    let left = held(b.lock(one, 60_000).await.unwrap());
+    assert!((1..=60_000).contains(&left), "{left}");
+    held(a.lock(one, 60_000).await.unwrap());
+    // Another's fence releases nothing; the holder's does.
+    b.unlock(one, f1 + 1).await.unwrap();
+    held(b.lock(one, 60_000).await.unwrap());
+    a.unlock(one, f1).await.unwrap();
+    let f2 = acquired(b.lock(one, 60_000).await.unwrap());
+    assert!(f2 > f1, "{f2} after {f1}");
+    // A plain put ignores locks; the holder's fenced put stores and releases the lock.
+    put_ok(a, page(one, "plain")).await;
+    assert_eq!(b.put_fenced(page(one, "fenced"), f2).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(&*a.get(one).await.unwrap().unwrap().body, b"fenced");
+    let f3 = acquired(a.lock(one, 60_000).await.unwrap());
+    assert!(f3 > f2, "{f3} after {f2}");
+    a.unlock(one, f3).await.unwrap();
+
+    // An expired holder, once another render took the lock: superseded while the other holds
+    // it, and after the other stored. Waiting for the lock's time to run out is waiting for
+    // time, not for another task.
+    let two = "mz1:p:0b02";
+    let f4 = acquired(a.lock(two, 100).await.unwrap());
+    let start = std::time::Instant::now();
+    let f5 = loop {
+        match b.lock(two, 60_000).await.unwrap() {
+            LockOutcome::Acquired(fence) => break fence,
+            LockOutcome::Held { ttl_ms } => tokio::time::sleep(std::time::Duration::from_millis(ttl_ms + 1)).await,
+            LockOutcome::Unsupported => panic!("unsupported"),
+        }
+        assert!(start.elapsed() < DEADLINE, "the 100 ms lock never expired");
+    };
+    assert!(f5 > f4, "{f5} after {f4}");
+    assert_eq!(a.put_fenced(page(two, "expired holder"), f4).await.unwrap(), PutOutcome::Superseded);
+    assert_eq!(b.put_fenced(page(two, "newer"), f5).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(a.put_fenced(page(two, "expired holder"), f4).await.unwrap(), PutOutcome::Superseded);
+    assert_eq!(&*b.get(two).await.unwrap().unwrap().body, b"newer");
+
+    // A holder whose lock expired with nobody taking it still stores.
+    let three = "mz1:p:0c03";
+    let f6 = acquired(a.lock(three, 5).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(a.put_fenced(page(three, "late but alone"), f6).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(&*b.get(three).await.unwrap().unwrap().body, b"late but alone");
+
+    // A fenced put dropped by a purge lets its lock go.
+    let four = "mz1:p:0d04";
+    let f7 = acquired(a.lock(four, 60_000).await.unwrap());
+    let late = rendered_now(a, page(four, "stale")).await;
+    a.purge("c", &Map::new(), PurgeMode::Hard).await.unwrap();
+    assert_eq!(a.put_fenced(late, f7).await.unwrap(), PutOutcome::Dropped { tag: "c:c".into() });
+    let f8 = acquired(b.lock(four, 60_000).await.unwrap());
+    assert!(f8 > f7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_render_locks_fence_out_expired_holders() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), "shop").await.unwrap();
+    let b = RedisStore::connect(&server.url(), "shop").await.unwrap();
+    render_locks_fence_out_expired_holders(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_render_locks_fence_out_expired_holders() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let a = RedisStore::connect(&cluster.url(), "shop").await.unwrap();
+    let b = RedisStore::connect(&cluster.url(), "shop").await.unwrap();
+    render_locks_fence_out_expired_holders(&a, &b).await;
+}
+
+/// A fence counter lost (evicted, say) does not hand out a fence below the last one stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_fences_stay_past_the_last_write_when_the_counter_is_lost() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
+    let key = "mz1:p:0e05";
+    let LockOutcome::Acquired(first) = store.lock(key, 60_000).await.unwrap() else { panic!("not acquired") };
+    assert_eq!(store.put_fenced(entry(key, vec![dep("c", json!({}))], b"x"), first).await.unwrap(), PutOutcome::Stored);
+    let mut raw = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("mz1:{{shop/{}}}:f", bucket(key))).query_async(&mut raw).await.unwrap();
+    let LockOutcome::Acquired(next) = store.lock(key, 60_000).await.unwrap() else { panic!("not acquired") };
+    assert!(next > first, "{next} after {first}");
+    assert_eq!(store.put_fenced(entry(key, vec![dep("c", json!({}))], b"y"), next).await.unwrap(), PutOutcome::Stored);
+}
+
+#[tokio::test]
+async fn memory_and_sqlite_have_no_render_locks() {
+    for b in [memory().await, sqlite().await] {
+        let s = &*b.store;
+        assert_eq!(s.lock("k", 1000).await.unwrap(), LockOutcome::Unsupported);
+        s.unlock("k", 1).await.unwrap();
+        assert_eq!(s.put_fenced(entry("k", vec![dep("c", json!({}))], b"x"), 1).await.unwrap(), PutOutcome::Stored);
+        assert!(s.get("k").await.unwrap().is_some());
     }
+}
+
+/// One site's entries land on every master of a three-master cluster (its buckets' hash tags
+/// spread over the slots), and purges spanning every bucket leave no stale entry while renders
+/// race them: afterwards exactly the entries stored with the last generation are there.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_spreads_a_site_over_every_master_and_purges_across_them_exactly() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let store = Arc::new(RedisStore::connect(&cluster.url(), "shop").await.unwrap());
+    let deps = || vec![dep("hot", json!({"id": 0}))];
+    let tags = entry("tags", deps(), b"").meta.tags();
+    let key = |i: usize, what: &str| format!("mz1:p:{i:04x}{what}");
+    for i in 0..4 * BUCKETS {
+        put_ok(&*store, rendered_now(&*store, entry(&key(i, "spread"), deps(), b"x")).await).await;
+    }
+    for node in cluster.node_urls() {
+        let entries = keys_of(std::slice::from_ref(&node), "mz1:{shop/*}:p:*").await;
+        assert!(entries.len() >= 4, "{node} holds {} of the site's entries", entries.len());
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            let tags = tags.clone();
+            tokio::spawn(async move {
+                let mut stored = Vec::new();
+                let mut i = 0;
+                while !stop.load(SeqCst) {
+                    let mut e = entry(&key(i, &format!("w{w}")), vec![dep("hot", json!({"id": 0}))], b"w");
+                    e.meta.generation = store.generations(&tags).await.unwrap();
+                    let g = e.meta.generation["c:hot:id=0"];
+                    if store.put(e).await.unwrap() == PutOutcome::Stored {
+                        stored.push((key(i, &format!("w{w}")), g));
+                    }
+                    i += 1;
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    for round in 0..4 {
+        for i in 0..4 * BUCKETS {
+            let e = rendered_now(&*store, entry(&key(i, &format!("s{round}")), deps(), b"seed")).await;
+            let g = e.meta.generation["c:hot:id=0"];
+            put_ok(&*store, e).await;
+            stored.push((key(i, &format!("s{round}")), g));
+        }
+        store.purge("hot", &obj(json!({"id": 0})), PurgeMode::Hard).await.unwrap();
+    }
+    stop.store(true, SeqCst);
+    for writer in writers {
+        stored.extend(writer.await.unwrap());
+    }
+    let last = store.generations(&tags).await.unwrap()["c:hot:id=0"];
+    assert!(stored.iter().any(|(_, g)| *g > 0 && *g < last), "renders ran between the purges");
+    let mut kept = 0;
+    for (key, g) in &stored {
+        let present = store.get(key).await.unwrap().is_some();
+        assert_eq!(present, *g == last, "{key} stored at generation {g}, the last is {last}");
+        kept += usize::from(present);
+    }
+    assert_eq!(store.purge("hot", &obj(json!({"id": 0})), PurgeMode::Hard).await.unwrap() as usize, kept);
 }
 
 #[tokio::test(flavor = "multi_thread")]
