@@ -230,7 +230,7 @@ async fn bench(name: &str, store: Arc<dyn Store>) {
     let mut x = 12345usize;
     for _ in 0..GETS {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let key = key((x >> 33) as usize % ENTRIES);
+        let key = key((x >> 33) % ENTRIES);
         let s = Instant::now();
         assert!(store.get(&key).await.unwrap().is_some());
         lat.push(s.elapsed().as_secs_f64() * 1e6);
@@ -253,7 +253,7 @@ async fn bench(name: &str, store: Arc<dyn Store>) {
     for _ in 0..GETS {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let i = (x >> 33) % ENTRIES;
-        let key = key(i as usize);
+        let key = key(i);
         let s = Instant::now();
         let got = store.get(&key).await.unwrap();
         after.push(s.elapsed().as_secs_f64() * 1e6);
