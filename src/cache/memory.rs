@@ -192,6 +192,31 @@ impl MemoryStore {
         self.inner.entries.weighted_size()
     }
 
+    /// Number of entries held, after pending evictions ran.
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entries.run_pending_tasks();
+        self.inner.entries.entry_count()
+    }
+
+    /// Inserts a copy of an entry another store holds (the memory tier of
+    /// [`super::tiered::TieredStore`] copies Redis's entries), without the generation check
+    /// of [`Store::put`]: this store's generations are not the other store's, and the caller
+    /// decides when a copy may go in. The copy's tags are indexed with no recorded
+    /// generation, so every purge of this store that matches it takes it, however recently
+    /// it was inserted.
+    pub fn insert_copy(&self, entry: Arc<Entry>) {
+        let key: Arc<str> = Arc::from(entry.meta.key.as_str());
+        let tags = entry.meta.tags();
+        let mut index = self.inner.index();
+        index.unlink(&key);
+        for tag in &tags {
+            index.tags.entry(tag.clone()).or_default().insert(key.clone());
+        }
+        index.key_tags.insert(key.clone(), Linked { tags, generation: Generations::new() });
+        self.inner.entries.insert(key, entry);
+        release(index);
+    }
+
     /// Number of tags in the index (for tests of index hygiene), after every pending eviction
     /// was applied.
     pub fn tag_count(&self) -> usize {
@@ -505,6 +530,36 @@ mod tests {
             left += usize::from(store.get(&format!("m{i}")).await.unwrap().is_some());
         }
         assert_eq!(left, 0, "a purge cut short by its caller left entries behind");
+    }
+
+    /// A copy goes in whatever generations this store holds and the entry recorded, and any
+    /// matching purge of this store takes it, even one whose generation is older than the
+    /// copy's record: the generations a copy recorded are another store's.
+    #[tokio::test]
+    async fn tier_copies_skip_the_generation_check_and_any_matching_purge_takes_them() {
+        let store = MemoryStore::new(1 << 20);
+        let stale = read(&store, 0).await;
+        store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap();
+        let refused = store.put(entry("k", 0, &stale, "copy")).await.unwrap();
+        assert_eq!(refused, PutOutcome::Dropped { tag: "c:hot:id=0".into() }, "a put is checked");
+        store.insert_copy(std::sync::Arc::new(entry("k", 0, &stale, "copy")));
+        assert_eq!(&*store.get("k").await.unwrap().unwrap().body, b"copy", "a copy is not");
+        // A copy recording a generation newer than any purge of this store is still taken.
+        let mut ahead = read(&store, 0).await;
+        ahead.values_mut().for_each(|g| *g = u64::MAX);
+        store.insert_copy(std::sync::Arc::new(entry("k2", 0, &ahead, "copy")));
+        store.insert_copy(std::sync::Arc::new(entry("k3", 1, &ahead, "other")));
+        assert_eq!(store.entry_count(), 3);
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Soft).await.unwrap(), 2);
+        assert!(store.get("k2").await.unwrap().unwrap().meta.stale_at.is_some(), "marked");
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap(), 2);
+        assert!(store.get("k").await.unwrap().is_none() && store.get("k2").await.unwrap().is_none());
+        assert_eq!(store.get("k3").await.unwrap().unwrap().meta.stale_at, None, "another id's copy is left");
+        // Inserting a key again replaces its tags in the index.
+        store.insert_copy(std::sync::Arc::new(entry("k3", 0, &ahead, "moved")));
+        assert_eq!(store.purge("hot", &id(1), PurgeMode::Hard).await.unwrap(), 0);
+        assert_eq!(store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap(), 1);
+        assert_eq!(store.tag_count(), 0, "nothing left in the index");
     }
 
     /// A generation no purge moved for [`GENERATION_TTL_MS`] is forgotten (the table does not

@@ -11,6 +11,7 @@ pub mod redis;
 pub mod signature;
 pub mod sqlite;
 mod store;
+pub mod tiered;
 
 pub use key::Keys;
 pub use meta::{Dependency, Freshness, Kind, Meta, dependency_tags};

@@ -6,10 +6,69 @@
 //! Layout (in the site's own hash slot `{<site>}`): `mz1:{<site>}:seq`, a counter, and
 //! `mz1:{<site>}:log`, a stream whose entry ids are `<seq>-1`, each with the fields
 //! `c` (context), `p` (the params as JCS) and `m` (`hard` or `soft`).
+//!
+//! An append is one script, atomic on the server: `INCR` the counter, `XADD` the entry under
+//! the id `<seq>-1`, trimming the stream to about [`MAX_LEN`] entries. The numbers are
+//! therefore contiguous: a reader that sees `seq` right after `seq - 1` missed nothing in
+//! between, and one that sees a jump knows it may have (the stream was trimmed past it, or
+//! the log was lost). A counter deleted while its stream was kept would give a number the
+//! stream already passed; the script then moves the counter past the stream's last id, so
+//! appends never fail for good and the numbers stay contiguous.
+//!
+//! A reader ([`PurgeLog`]) has a connection of its own: its blocking `XREAD` would hold up
+//! every call sharing the store's multiplexed connection. Its reads block for at most
+//! [`MAX_BLOCK`], inside the connection's response timeout.
 
-use super::Conn;
+use super::conn::TIMEOUT;
+use super::{Conn, unavailable};
+use crate::cache::key::jcs;
 use crate::cache::{CacheError, PurgeMode};
+use redis::{Cmd, FromRedisValue, Script, Value as Reply};
 use serde_json::{Map, Value};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// About how many purges the stream keeps (`XADD … MAXLEN ~`): a reader that falls further
+/// behind than this sees a gap.
+pub const MAX_LEN: u64 = 100_000;
+
+/// The longest a [`PurgeLog::read`] waits for a purge: well within the response timeout of
+/// a [`Conn`] (2 s), which a blocked read must answer inside.
+pub const MAX_BLOCK: Duration = Duration::from_secs(1);
+
+/// Most purges one [`PurgeLog::read`] returns.
+pub const READ_COUNT: usize = 1000;
+
+/// KEYS: the counter, the stream. ARGV: context, params (JCS), mode, max length. Returns the
+/// purge's sequence number.
+const APPEND: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+local function add(n)
+  return redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%.0f', n) .. '-1',
+    'c', ARGV[1], 'p', ARGV[2], 'm', ARGV[3])
+end
+local added = add(seq)
+if type(added) == 'table' and added.err then
+  -- The counter is behind the stream (it was deleted, the stream kept): move it past the
+  -- stream's last id. Any other failure is the caller's.
+  if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('TYPE', KEYS[2]).ok ~= 'stream' then
+    return redis.error_reply(added.err)
+  end
+  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  local top
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = tonumber(string.match(info[i + 1], '^(%d+)%-')) end
+  end
+  if top == nil or top < seq then return redis.error_reply(added.err) end
+  seq = top + 1
+  redis.call('SET', KEYS[1], string.format('%.0f', seq))
+  added = add(seq)
+  if type(added) == 'table' and added.err then return redis.error_reply(added.err) end
+end
+return seq
+"#;
+
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND));
 
 /// One purge as the log holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,13 +83,306 @@ pub struct LoggedPurge {
     pub mode: PurgeMode,
 }
 
+/// The counter's key: `mz1:{<site>}:seq`.
+fn seq_key(site: &str) -> String {
+    format!("mz1:{{{site}}}:seq")
+}
+
+/// The stream's key: `mz1:{<site>}:log`.
+fn log_key(site: &str) -> String {
+    format!("mz1:{{{site}}}:log")
+}
+
 /// Appends a purge to `site`'s log; returns its sequence number.
 pub(super) async fn append(
-    _conn: &mut Conn,
-    _site: &str,
-    _context: &str,
-    _params: &Map<String, Value>,
-    _mode: PurgeMode,
+    conn: &mut Conn,
+    site: &str,
+    context: &str,
+    params: &Map<String, Value>,
+    mode: PurgeMode,
 ) -> Result<u64, CacheError> {
-    Ok(0)
+    let mode = match mode {
+        PurgeMode::Hard => "hard",
+        PurgeMode::Soft => "soft",
+    };
+    let params = jcs(&Value::Object(params.clone()));
+    let mut invocation = APPEND_SCRIPT.key(seq_key(site));
+    invocation.key(log_key(site)).arg(context).arg(params).arg(mode).arg(MAX_LEN);
+    invocation.invoke_async(conn).await.map_err(unavailable)
+}
+
+/// A reader of one site's purge log, on a connection of its own. Dropping it closes the
+/// connection.
+pub struct PurgeLog {
+    conn: Conn,
+    /// `mz1:{<site>}:log`.
+    log: String,
+}
+
+impl super::RedisStore {
+    /// Opens a reader of this store's purge log on a new connection to the store's URL (one
+    /// server, a cluster, which routes the reader's commands by their key, or a Sentinel
+    /// service's master). Fails if Redis cannot be reached now.
+    pub async fn purge_log(&self) -> Result<PurgeLog, CacheError> {
+        let conn = Conn::open(self.url()).await?;
+        Ok(PurgeLog { conn, log: log_key(self.site()) })
+    }
+}
+
+impl PurgeLog {
+    /// Sends `cmd`, failing with `Unavailable` if no answer comes within `within` (the
+    /// connection's own response timeout applies too).
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd, within: Duration) -> Result<T, CacheError> {
+        let call = cmd.query_async(&mut self.conn);
+        tokio::time::timeout(within, call).await.map_err(|_| unavailable("no answer in time"))?.map_err(unavailable)
+    }
+
+    /// The sequence number of the last purge logged; 0 if none is. Only the last entry's id
+    /// is read (its first part), not its fields, so that a reader whose read failed on a
+    /// malformed last entry can start again after it.
+    pub async fn head(&mut self) -> Result<u64, CacheError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&self.log).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply: Reply = self.query(&cmd, TIMEOUT).await?;
+        let entries = array(reply, "XREVRANGE")?;
+        let Some(entry) = entries.into_iter().next() else { return Ok(0) };
+        let (id, _) = split_entry(entry)?;
+        id.split_once('-')
+            .and_then(|(seq, _)| seq.parse().ok())
+            .ok_or_else(|| malformed(format!("entry {id}: its id is not <seq>-<n>")))
+    }
+
+    /// The purges logged after `after`, in order, at most [`READ_COUNT`]; waits up to `block`
+    /// (at most [`MAX_BLOCK`]) for one if there are none yet, and is empty once it has passed
+    /// (`ZERO`: no wait). A malformed entry fails the read, naming its id.
+    pub async fn read(&mut self, after: u64, block: Duration) -> Result<Vec<LoggedPurge>, CacheError> {
+        let block = block.min(MAX_BLOCK);
+        let mut cmd = redis::cmd("XREAD");
+        // BLOCK 0 would wait for ever.
+        let block_ms = block.as_millis() as u64;
+        if block_ms > 0 {
+            cmd.arg("BLOCK").arg(block_ms);
+        }
+        cmd.arg("COUNT").arg(READ_COUNT).arg("STREAMS").arg(&self.log).arg(format!("{after}-1"));
+        let reply: Reply = self.query(&cmd, block + TIMEOUT).await?;
+        let streams = match reply {
+            Reply::Nil => return Ok(Vec::new()),
+            Reply::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect::<Vec<_>>(),
+            other => array(other, "XREAD")?
+                .into_iter()
+                .map(|stream| {
+                    let mut parts = array(stream, "XREAD")?.into_iter();
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(_), Some(entries), None) => Ok(entries),
+                        _ => Err(malformed("an XREAD reply whose stream is not [key, entries]")),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let mut purges = Vec::new();
+        for entries in streams {
+            for entry in array(entries, "XREAD")? {
+                purges.push(parse_entry(entry)?);
+            }
+        }
+        Ok(purges)
+    }
+}
+
+fn malformed(what: impl std::fmt::Display) -> CacheError {
+    CacheError::Corrupt { store: "redis", message: format!("purge log: {what}") }
+}
+
+/// The items of an array reply (RESP3 sets too).
+fn array(reply: Reply, command: &str) -> Result<Vec<Reply>, CacheError> {
+    match reply {
+        Reply::Array(items) | Reply::Set(items) => Ok(items),
+        Reply::Nil => Ok(Vec::new()),
+        other => Err(malformed(format!("{command} answered {other:?} where an array belongs"))),
+    }
+}
+
+fn text(reply: Reply) -> Option<String> {
+    match reply {
+        Reply::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Reply::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// `[id, fields]` into the id, as text, and the fields.
+fn split_entry(entry: Reply) -> Result<(String, Reply), CacheError> {
+    let mut parts = array(entry, "a stream entry")?.into_iter();
+    let (Some(id), Some(fields), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed("a stream entry that is not [id, fields]"));
+    };
+    let id = text(id).ok_or_else(|| malformed("a stream entry whose id is not text"))?;
+    Ok((id, fields))
+}
+
+/// `[id, [field, value, …]]` into a purge: the id is `<seq>-1`, the fields exactly `c`, `p`
+/// (a JSON object) and `m` (`hard` or `soft`), each once.
+fn parse_entry(entry: Reply) -> Result<LoggedPurge, CacheError> {
+    let (id, fields) = split_entry(entry)?;
+    let bad = |why: &str| malformed(format!("entry {id}: {why}"));
+    let seq = id
+        .strip_suffix("-1")
+        .and_then(|seq| seq.parse::<u64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| bad("its id is not <seq>-1"))?;
+    let pairs: Vec<(Reply, Reply)> = match fields {
+        Reply::Map(pairs) => pairs,
+        fields => {
+            let items = array(fields, "a stream entry").map_err(|_| bad("its fields are not a list"))?;
+            if items.len() % 2 != 0 {
+                return Err(bad("a field without a value"));
+            }
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+    };
+    let (mut context, mut params, mut mode) = (None, None, None);
+    for (name, value) in pairs {
+        let name = text(name).ok_or_else(|| bad("a field name that is not text"))?;
+        let value = text(value).ok_or_else(|| bad(&format!("field {name} is not UTF-8 text")))?;
+        let slot = match name.as_str() {
+            "c" => &mut context,
+            "p" => &mut params,
+            "m" => &mut mode,
+            _ => return Err(bad(&format!("unknown field {name:?}"))),
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad(&format!("field {name} twice")));
+        }
+    }
+    let context = context.ok_or_else(|| bad("no field c"))?;
+    let params = params.ok_or_else(|| bad("no field p"))?;
+    let params = match serde_json::from_str::<Value>(&params) {
+        Ok(Value::Object(params)) => params,
+        _ => return Err(bad("field p is not a JSON object")),
+    };
+    let mode = match mode.ok_or_else(|| bad("no field m"))?.as_str() {
+        "hard" => PurgeMode::Hard,
+        "soft" => PurgeMode::Soft,
+        other => return Err(bad(&format!("field m is {other:?}, not hard or soft"))),
+    };
+    Ok(LoggedPurge { seq, context, params, mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LoggedPurge, append};
+    use crate::cache::redis::{Conn, RedisStore};
+    use crate::cache::{PurgeMode, Store};
+    use crate::testing::RedisServer;
+    use redis::aio::MultiplexedConnection;
+    use serde_json::{Map, Value, json};
+    use std::time::Duration;
+
+    fn params(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn purge(seq: u64, context: &str, p: Value, mode: PurgeMode) -> LoggedPurge {
+        LoggedPurge { seq, context: context.into(), params: params(p), mode }
+    }
+
+    async fn start() -> (RedisServer, RedisStore, Conn, MultiplexedConnection) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
+        let conn = Conn::open(&server.url()).await.unwrap();
+        let raw = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        (server, store, conn, raw)
+    }
+
+    /// Appends number purges 1, 2, 3…, store the params as JCS, and a reader gets them back
+    /// in order from any point; the store's purge appends too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_log_numbers_purges_contiguously_and_reads_them_back() {
+        let (_server, store, mut conn, mut raw) = start().await;
+        let mut log = store.purge_log().await.unwrap();
+        assert_eq!(log.head().await.unwrap(), 0, "an empty log");
+        assert!(log.read(0, Duration::ZERO).await.unwrap().is_empty());
+
+        let a = params(json!({"q": "a", "page": 2, "f": 1.5}));
+        assert_eq!(append(&mut conn, "shop", "search", &a, PurgeMode::Soft).await.unwrap(), 1);
+        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
+        assert_eq!(append(&mut conn, "other", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 1, "per site");
+        store.purge("hot", &params(json!({"id": 7})), PurgeMode::Hard).await.unwrap();
+
+        let p: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg("mz1:{shop}:log").arg("1-1").arg("1-1").query_async(&mut raw).await.unwrap();
+        let fields = &p[0].1;
+        assert_eq!(fields[1], ("p".to_string(), r#"{"f":1.5,"page":2,"q":"a"}"#.to_string()), "JCS");
+        let expected = vec![
+            purge(1, "search", json!({"q": "a", "page": 2, "f": 1.5}), PurgeMode::Soft),
+            purge(2, "hot", json!({}), PurgeMode::Hard),
+            purge(3, "hot", json!({"id": 7}), PurgeMode::Hard),
+        ];
+        assert_eq!(log.head().await.unwrap(), 3);
+        assert_eq!(log.read(0, Duration::from_secs(1)).await.unwrap(), expected);
+        assert_eq!(log.read(1, Duration::ZERO).await.unwrap(), expected[1..]);
+        assert!(log.read(3, Duration::from_millis(10)).await.unwrap().is_empty(), "nothing after the head");
+
+        // A read waiting at the head returns the next purge once it is appended.
+        let waiting = tokio::spawn(async move { log.read(3, Duration::from_secs(1)).await.unwrap() });
+        assert_eq!(append(&mut conn, "shop", "cart", &Map::new(), PurgeMode::Soft).await.unwrap(), 4);
+        let got = waiting.await.unwrap();
+        // (Had the read started after the append, it would have found it at once.)
+        assert_eq!(got, vec![purge(4, "cart", json!({}), PurgeMode::Soft)]);
+    }
+
+    /// A counter deleted while the stream was kept: the next append numbers past the stream's
+    /// last id instead of failing for ever, and the numbers stay contiguous.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_log_appends_go_on_past_a_deleted_counter() {
+        let (_server, store, mut conn, mut raw) = start().await;
+        for expected in 1..=3 {
+            assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), expected);
+        }
+        let _: () = redis::cmd("DEL").arg("mz1:{shop}:seq").query_async(&mut raw).await.unwrap();
+        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 4);
+        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 5);
+        // Its last entry deleted too: the stream still remembers the id it reached.
+        let _: () = redis::cmd("XDEL").arg("mz1:{shop}:log").arg("5-1").query_async(&mut raw).await.unwrap();
+        let _: () = redis::cmd("DEL").arg("mz1:{shop}:seq").query_async(&mut raw).await.unwrap();
+        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 6);
+        let seqs: Vec<u64> =
+            store.purge_log().await.unwrap().read(0, Duration::ZERO).await.unwrap().iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 6]);
+        // A log key of the wrong type is an error, not a loop.
+        let _: () = redis::cmd("SET").arg("mz1:{shop}:log").arg("x").query_async(&mut raw).await.unwrap();
+        assert!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.is_err());
+    }
+
+    /// Entries that are not the log's own fail the read, naming the entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_log_reads_refuse_malformed_entries_by_id() {
+        let (_server, store, mut conn, mut raw) = start().await;
+        append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap();
+        let mut log = store.purge_log().await.unwrap();
+        let cases: [(&str, &[&str], &str); 6] = [
+            ("2-1", &["c", "hot", "p", "{}"], "no field m"),
+            ("3-1", &["c", "hot", "p", "[1]", "m", "hard"], "field p is not a JSON object"),
+            ("4-1", &["c", "hot", "p", "{}", "m", "gentle"], "not hard or soft"),
+            ("5-1", &["c", "hot", "p", "{}", "m", "hard", "x", "1"], "unknown field"),
+            ("6-1", &["c", "hot", "p", "{}", "m", "hard", "c", "cart"], "field c twice"),
+            ("7-2", &["c", "hot", "p", "{}", "m", "hard"], "not <seq>-1"),
+        ];
+        for (id, fields, why) in cases {
+            let _: () =
+                redis::cmd("XADD").arg("mz1:{shop}:log").arg(id).arg(fields).query_async(&mut raw).await.unwrap();
+            let error = log.read(1, Duration::ZERO).await.unwrap_err().to_string();
+            assert!(error.contains(&format!("entry {id}")) && error.contains(why), "{id}: {error}");
+            let _: () = redis::cmd("XDEL").arg("mz1:{shop}:log").arg(id).query_async(&mut raw).await.unwrap();
+        }
+        assert_eq!(log.read(0, Duration::ZERO).await.unwrap().len(), 1, "the good entry reads");
+        // The head reads only the last id, so a reader can start after a malformed entry.
+        let _: () =
+            redis::cmd("XADD").arg("mz1:{shop}:log").arg("8-1").arg("x").arg("y").query_async(&mut raw).await.unwrap();
+        assert_eq!(log.head().await.unwrap(), 8);
+        assert!(log.read(1, Duration::ZERO).await.is_err());
+        assert!(log.read(8, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 9, "past it");
+    }
 }
