@@ -50,6 +50,7 @@ fn main() {
             forwarding: Default::default(),
             memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
             metrics: None,
+            shared: Default::default(),
         };
         let node = Node::start(config.clone()).await.unwrap();
         let live = mizan_render::node::live::Live::new(node.clone(), config);

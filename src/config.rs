@@ -5,7 +5,7 @@
 //! `--secret-file` or the file's `secret_file`. [`Resolved`] is the outcome, printable with
 //! its secrets redacted (`mizan-render config check`).
 
-use crate::node::{NodeConfig, StoreConfig, redact_url};
+use crate::node::{NodeConfig, SharedConfig, StoreConfig, default_render_lock_ms, redact_url};
 use crate::origin::OriginConfig;
 use crate::origin::proxy::Forwarding;
 use crate::pool::PoolConfig;
@@ -78,6 +78,15 @@ pub struct Settings {
     /// request-target memo [default: 256].
     #[arg(long, env = "MIZAN_MEMORY_MB")]
     pub memory_mb: Option<u64>,
+    /// Memory tier in front of a Redis store, in MiB: pages and data served from this node's
+    /// memory, kept honest by Redis's purge log (redis:// stores only) [default: 0, none].
+    #[arg(long, env = "MIZAN_L1_MB")]
+    pub l1_mb: Option<u64>,
+    /// How long a page's render lock lasts, in milliseconds: one node renders a missed page
+    /// while the others sharing its Redis wait for it; 0 turns the locks off [default: origin
+    /// timeout + render timeout + 1000].
+    #[arg(long, env = "MIZAN_RENDER_LOCK_MS")]
+    pub render_lock_ms: Option<u64>,
     /// The public URL of the site (`https://shop.example`) when a TLS terminator or load
     /// balancer sits in front: the proxy's `X-Forwarded-Proto` and `-Host` come from it.
     #[arg(long, env = "MIZAN_PUBLIC_URL")]
@@ -254,6 +263,8 @@ impl Resolved {
                 origin,
                 store,
                 memory_mb,
+                l1_mb,
+                render_lock_ms,
                 public_url,
                 trusted_proxies,
                 workers,
@@ -330,6 +341,17 @@ impl Resolved {
             StoreConfig::Memory(_) => StoreConfig::Memory(memory - memo_bytes as u64),
             other => other,
         };
+        let l1_mb = s.l1_mb.unwrap_or(0);
+        if l1_mb > 0 && !matches!(store, StoreConfig::Redis(_)) {
+            return Err(self.invalid(
+                "l1_mb",
+                format!(
+                    "a memory tier sits in front of a Redis store, and the store is {}: use a redis:// store, or leave l1_mb at 0",
+                    store.redacted()
+                ),
+            ));
+        }
+        let l1_bytes = l1_mb.checked_mul(1 << 20).ok_or_else(|| self.invalid("l1_mb", "is too large"))?;
         let public = match &s.public_url {
             Some(url) => Some(Forwarding::public_url(url).map_err(|e| self.invalid("public_url", e))?),
             None => None,
@@ -353,6 +375,7 @@ impl Resolved {
             forwarding: Forwarding { public, trusted: s.trusted_proxies.clone().unwrap_or_default() },
             memo_bytes,
             metrics: None,
+            shared: SharedConfig { l1_bytes, render_lock_ms: s.render_lock_ms },
         })
     }
 
@@ -375,6 +398,15 @@ impl Resolved {
             ("origin", s.origin.as_deref().map(|o| quote(&redact_url(o))), quote(DEFAULT_ORIGIN)),
             ("store", s.store.as_ref().map(|_| quote(&store)), quote("memory")),
             ("memory_mb", s.memory_mb.map(|v| v.to_string()), DEFAULT_MEMORY_MB.to_string()),
+            ("l1_mb", s.l1_mb.map(|v| v.to_string()), "0".into()),
+            ("render_lock_ms", s.render_lock_ms.map(|v| v.to_string()), {
+                let ms = |v: Option<u64>, d| Duration::from_millis(v.unwrap_or(d));
+                default_render_lock_ms(
+                    ms(s.origin_timeout_ms, DEFAULT_ORIGIN_TIMEOUT_MS),
+                    ms(s.render_timeout_ms, DEFAULT_RENDER_TIMEOUT_MS),
+                )
+                .to_string()
+            }),
             ("public_url", s.public_url.as_deref().map(quote), "(none)".into()),
             (
                 "trusted_proxies",
@@ -426,5 +458,40 @@ impl StoreConfig {
             Ok(store) => store.redacted(),
             Err(_) => redact_url(text),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(settings: Settings) -> Result<NodeConfig, ConfigError> {
+        let settings = Settings { manifest: Some("m.json".into()), ..settings };
+        Resolved::new(settings, |_| Some(Source::Flag), None).node_config(b"x".repeat(32), false)
+    }
+
+    #[test]
+    fn a_memory_tier_needs_a_redis_store() {
+        for store in [None, Some("memory"), Some("sqlite:/tmp/x.db")] {
+            let settings = Settings { l1_mb: Some(64), store: store.map(String::from), ..Settings::default() };
+            let error = resolve(settings).unwrap_err().to_string();
+            assert!(error.starts_with("--l1-mb: ") && error.contains("use a redis:// store"), "{error}");
+        }
+        let settings = Settings { l1_mb: Some(64), store: Some("redis://h:6379/".into()), ..Settings::default() };
+        assert_eq!(resolve(settings).unwrap().shared.l1_bytes, 64 << 20);
+        assert_eq!(resolve(Settings::default()).unwrap().shared, SharedConfig::default(), "no tier, derived locks");
+    }
+
+    #[test]
+    fn the_render_lock_defaults_to_the_longest_render_and_zero_turns_it_off() {
+        let settings = Settings { render_lock_ms: Some(0), ..Settings::default() };
+        assert_eq!(resolve(settings).unwrap().shared.render_lock_ms, Some(0));
+        let settings = Settings { origin_timeout_ms: Some(2000), render_timeout_ms: Some(3000), ..Settings::default() };
+        let config = resolve(settings.clone()).unwrap();
+        assert_eq!(config.shared.render_lock_ms, None, "derived when the node starts");
+        assert_eq!(default_render_lock_ms(config.origin.timeout, config.pool.render_timeout), 6000);
+        let printed = Resolved::new(settings, |_| Some(Source::Flag), None).to_toml("test");
+        assert!(printed.contains("render_lock_ms = 6000  # default"), "{printed}");
+        assert!(printed.contains("l1_mb = 0  # default"), "{printed}");
     }
 }

@@ -8,10 +8,12 @@
 //! first time the label is seen, in lock-free maps ([`RouteSeries`]). Recording is then an
 //! atomic add (counters, gauges) or a lock-free push (histograms). The request id and the
 //! per-request facts the access log reads are in [`request`]; the store's timings in
-//! [`store`]; the pool's handles in [`pool`].
+//! [`store`]; the pool's handles in [`pool`]; render locks and the memory tier (several nodes
+//! on one store) in [`shared`].
 
 pub mod pool;
 pub mod request;
+pub mod shared;
 pub mod store;
 
 use crate::node::page::CacheState;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use pool::PoolMetrics;
+pub use shared::{LockAnswer, LockMetrics, TierSample, TierSampler, WaitEnd};
 
 /// Upper bounds of every latency histogram, in seconds: 0.5 ms to 10 s.
 pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -106,6 +109,10 @@ pub struct Metrics {
     pub reload_ok: Counter,
     /// `mizan_reloads_total{result="failed"}`.
     pub reload_failed: Counter,
+    /// Render locks: answers, waits.
+    pub locks: LockMetrics,
+    /// Reads the memory tier's numbers at scrape time, once a node has one.
+    tier: Mutex<Option<TierSampler>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,7 +124,7 @@ impl std::fmt::Debug for Metrics {
 const META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// What each metric means, for `# HELP` lines: name, unit, description.
-const DESCRIPTIONS: [(&str, Option<Unit>, &str); 24] = [
+const DESCRIPTIONS: [(&str, Option<Unit>, &str); 32] = [
     ("mizan_requests_total", None, "HTTP requests answered, by route pattern, cache state and status"),
     ("mizan_request_duration_seconds", Some(Unit::Seconds), "Time to the response head, by route pattern"),
     ("mizan_render_duration_seconds", Some(Unit::Seconds), "Time a render spent in its isolate, by route pattern"),
@@ -142,6 +149,14 @@ const DESCRIPTIONS: [(&str, Option<Unit>, &str); 24] = [
     ("mizan_worker_restarts_total", None, "Render workers restarted after a panic"),
     ("mizan_reloads_total", None, "Reloads of the manifest and bundles, by result"),
     ("mizan_build_info", None, "The running version (value 1)"),
+    ("mizan_render_locks_total", None, "Render flights by the first answer to their render lock request"),
+    ("mizan_render_lock_wait_seconds", Some(Unit::Seconds), "Time flights waited for another node's render"),
+    ("mizan_lock_waits_total", None, "Waits for another node's render, by how they ended"),
+    ("mizan_l1_requests_total", None, "Lookups in the memory tier, by result (hit: answered from memory)"),
+    ("mizan_l1_bytes", Some(Unit::Bytes), "Bytes held by the memory tier"),
+    ("mizan_l1_entries", None, "Entries held by the memory tier"),
+    ("mizan_l1_resets_total", None, "Times the memory tier was emptied, by reason"),
+    ("mizan_l1_current", None, "1 when the memory tier has applied every logged purge (it serves from memory), else 0"),
 ];
 
 impl Metrics {
@@ -176,6 +191,8 @@ impl Metrics {
             dropped_writes: counter("mizan_dropped_writes_total", &[]),
             reload_ok: counter("mizan_reloads_total", &[("result", "ok")]),
             reload_failed: counter("mizan_reloads_total", &[("result", "failed")]),
+            locks: LockMetrics::register(&recorder),
+            tier: Mutex::default(),
             routes: papaya::HashMap::with_hasher(Default::default()),
             contexts: papaya::HashMap::with_hasher(Default::default()),
             recorder,
@@ -196,7 +213,18 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
+        let sampler = self.tier.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sample) = sampler.as_ref().and_then(|sample| sample()) {
+            shared::record_tier(&self.recorder, &sample);
+        }
+        drop(sampler);
         self.handle.render()
+    }
+
+    /// Reads the memory tier's series from `sampler` at each scrape (replacing any earlier
+    /// one: one tier per node lineage).
+    pub fn watch_tier(&self, sampler: TierSampler) {
+        *self.tier.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler);
     }
 
     /// The handles the render pool records into.

@@ -2,10 +2,11 @@
 //! and operation (`mizan_store_duration_seconds{backend,op}`,
 //! `mizan_store_errors_total{backend,op}`), except the memory store's lookups on the hit path
 //! (`get_now`, no I/O). The node wraps the store it opens once; the backends know nothing of
-//! it.
+//! it. Every call is forwarded, the render locks (`lock`, `unlock`, `put_fenced`) included: a
+//! wrapper that left them to the trait's defaults would silently turn the locks off.
 
 use super::Metrics;
-use crate::cache::{CacheError, Entry, Generations, PurgeMode, PutOutcome, Store};
+use crate::cache::{CacheError, Entry, Fence, Generations, LockOutcome, PurgeMode, PutOutcome, Store};
 use metrics::{Counter, Histogram};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -13,18 +14,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The operations, as labelled.
-const OPS: [&str; 5] = ["get", "put", "purge", "generations", "remove"];
+const OPS: [&str; 8] = ["get", "put", "purge", "generations", "remove", "lock", "unlock", "put_fenced"];
 const GET: usize = 0;
 const PUT: usize = 1;
 const PURGE: usize = 2;
 const GENERATIONS: usize = 3;
 const REMOVE: usize = 4;
+const LOCK: usize = 5;
+const UNLOCK: usize = 6;
+const PUT_FENCED: usize = 7;
 
 /// A store whose calls are timed and counted.
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
-    durations: [Histogram; 5],
-    errors: [Counter; 5],
+    durations: [Histogram; OPS.len()],
+    errors: [Counter; OPS.len()],
 }
 
 impl MeteredStore {
@@ -96,5 +100,61 @@ impl Store for MeteredStore {
 
     async fn remove(&self, key: &str) -> Result<(), CacheError> {
         self.timed(REMOVE, self.inner.remove(key)).await
+    }
+
+    async fn lock(&self, key: &str, ttl_ms: u64) -> Result<LockOutcome, CacheError> {
+        self.timed(LOCK, self.inner.lock(key, ttl_ms)).await
+    }
+
+    async fn unlock(&self, key: &str, fence: Fence) -> Result<(), CacheError> {
+        self.timed(UNLOCK, self.inner.unlock(key, fence)).await
+    }
+
+    async fn put_fenced(&self, entry: Entry, fence: Fence) -> Result<PutOutcome, CacheError> {
+        self.timed(PUT_FENCED, self.inner.put_fenced(entry, fence)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::redis::RedisStore;
+    use crate::testing::RedisServer;
+
+    fn page(key: &str) -> Entry {
+        let meta = serde_json::from_value(serde_json::json!({
+            "v": 1, "kind": "page", "key": key, "status": 200, "headers": [],
+            "created_at": crate::cache::now_ms(), "ttl_s": 60, "swr_s": 0, "sie_s": 0,
+            "deps": [], "etag": null, "generation": {}
+        }))
+        .unwrap();
+        Entry { body: bytes::Bytes::from_static(b"page"), meta }
+    }
+
+    /// The render locks reach the wrapped store (the trait's defaults would answer
+    /// `Unsupported` and turn them off without a word), and are timed like the other calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn render_locks_reach_the_wrapped_store_and_are_timed() {
+        let server = RedisServer::start();
+        let metrics = Metrics::new();
+        let redis = RedisStore::connect(&server.url(), "shop").await.unwrap();
+        let store = MeteredStore::wrap(Arc::new(redis), &metrics);
+        let key = "mz1:p:metered";
+        let LockOutcome::Acquired(fence) = store.lock(key, 10_000).await.unwrap() else { panic!("not acquired") };
+        assert!(matches!(store.lock(key, 10_000).await.unwrap(), LockOutcome::Held { .. }));
+        store.unlock(key, fence).await.unwrap();
+        let LockOutcome::Acquired(next) = store.lock(key, 10_000).await.unwrap() else { panic!("not released") };
+        assert!(next > fence, "fences grow");
+        assert_eq!(store.put_fenced(page(key), next).await.unwrap(), PutOutcome::Stored);
+        assert!(store.get(key).await.unwrap().is_some());
+        assert!(
+            matches!(store.lock(key, 10_000).await.unwrap(), LockOutcome::Acquired(_)),
+            "the fenced put released it"
+        );
+        let text = metrics.render();
+        for op in ["lock", "unlock", "put_fenced"] {
+            let series = format!("mizan_store_duration_seconds_count{{backend=\"redis\",op=\"{op}\"}}");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 }

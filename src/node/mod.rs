@@ -1,19 +1,21 @@
 //! The render node: everything a request needs, built once at start-up and shared by the
 //! HTTP handlers as `Arc<Node>`. The page pipeline is in [`page`] (rendering a page in
-//! `render`), request coalescing in [`coalesce`], streaming misses in [`stream`].
+//! `render`), request coalescing in [`coalesce`], streaming misses in [`stream`]; several nodes
+//! on one store: render locks in [`lock`], the memory tier in front of Redis in [`tier`].
 
 pub mod coalesce;
 pub mod live;
+pub mod lock;
 pub mod memo;
 pub mod page;
 pub mod purges;
 pub mod quarantine;
 mod render;
 pub mod stream;
+pub mod tier;
 
 use crate::cache::invalidate::Invalidation;
 use crate::cache::memory::MemoryStore;
-use crate::cache::redis::RedisStore;
 use crate::cache::signature::Verifier;
 use crate::cache::sqlite::SqliteStore;
 use crate::cache::{CacheError, Keys, Store, now_ms};
@@ -46,18 +48,28 @@ pub enum StoreConfig {
 impl std::str::FromStr for StoreConfig {
     type Err = String;
 
-    /// `memory`, `sqlite:<path>` or `redis://host:port/db`.
+    /// `memory`, `sqlite:<path>`, or a Redis URL: `redis://`, `rediss://` (TLS),
+    /// `redis+cluster://`, `rediss+cluster://`, `redis+sentinel://`, `rediss+sentinel://`
+    /// ([`crate::cache::redis::Target::parse`]; docs/operations.md, "Redis"). A Redis URL is
+    /// checked here (no file read, no connection); no error holds its credentials.
     fn from_str(s: &str) -> Result<Self, String> {
+        use crate::cache::redis::Target;
         if s == "memory" {
             Ok(StoreConfig::Memory(crate::cache::memory::DEFAULT_CAPACITY))
         } else if let Some(path) = s.strip_prefix("sqlite:") {
             Ok(StoreConfig::Sqlite(PathBuf::from(path)))
-        } else if s.starts_with("redis://") {
+        } else if s.split_once("://").is_some_and(|(scheme, _)| scheme.starts_with("redis")) {
+            Target::parse(s)?;
             Ok(StoreConfig::Redis(s.to_string()))
-        } else if s.starts_with("rediss://") {
-            Err("rediss:// (Redis over TLS) is not built in: reach Redis over a private network or a TLS tunnel (stunnel, spiped) and use redis://".into())
         } else {
-            Err(format!("unknown store {s:?}: use memory, sqlite:<path> or redis://host:port/"))
+            // Only the scheme is shown: the rest may hold a password.
+            let shown = match s.split_once("://") {
+                Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) => {
+                    format!(" \"{scheme}://…\"")
+                }
+                _ => String::new(),
+            };
+            Err(format!("unknown store{shown}: use memory, sqlite:<path> or a Redis URL: {}", Target::FORMS))
         }
     }
 }
@@ -68,7 +80,7 @@ impl StoreConfig {
         match self {
             StoreConfig::Memory(bytes) => format!("memory ({} MiB)", bytes >> 20),
             StoreConfig::Sqlite(path) => format!("sqlite:{}", path.display()),
-            StoreConfig::Redis(url) => redact_url(url),
+            StoreConfig::Redis(url) => crate::cache::redis::Target::redact(url),
         }
     }
 }
@@ -83,8 +95,15 @@ mod tests {
         assert_eq!(redis.redacted(), "redis://***@10.0.0.5:6379/0");
         assert_eq!(redact_url("redis://10.0.0.5/"), "redis://10.0.0.5/");
         assert_eq!(redact_url("http://user:pw@origin:8000/x@y"), "http://***@origin:8000/x@y");
-        let tls = "rediss://h/".parse::<StoreConfig>().unwrap_err();
-        assert!(tls.contains("not built in"), "{tls}");
+        let tls: StoreConfig = "rediss://:hunter2@h/?ca=/ca.pem".parse().unwrap();
+        assert_eq!(tls.redacted(), "rediss://***@h/?ca=/ca.pem");
+        let sentinel: StoreConfig = "redis+sentinel://s1,s2/m?sentinel_password=hunter2".parse().unwrap();
+        assert_eq!(sentinel.redacted(), "redis+sentinel://s1,s2/m?sentinel_password=***");
+        for bad in ["redis://:hunter2@a,b/", "http://:hunter2@h/", "valkey://:hunter2@h/", "hunter2"] {
+            let e = bad.parse::<StoreConfig>().unwrap_err();
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+            assert!(e.contains("redis+sentinel://"), "{bad}: {e}");
+        }
     }
 }
 
@@ -121,6 +140,37 @@ pub struct NodeConfig {
     /// The metrics to record into: a reload passes the running node's, so they are
     /// cumulative; `None` makes a fresh set.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Several nodes on one store: the memory tier and the render locks.
+    pub shared: SharedConfig,
+}
+
+/// What a node does to share one store with others (docs/operations.md, "Several nodes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedConfig {
+    /// Bytes of the node's memory tier in front of a Redis store (`--l1-mb`); 0: none.
+    pub l1_bytes: u64,
+    /// How long a render lock lasts, in ms (`--render-lock-ms`); 0 turns cross-node locks off;
+    /// `None`: [`default_render_lock_ms`] of the origin and render timeouts.
+    pub render_lock_ms: Option<u64>,
+}
+
+/// What a render lock's holder may need beyond the origin timeout and the render deadline:
+/// reading generations before, and writing the page after.
+pub const LOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// The default render lock time: the longest a render flight can take (one origin timeout,
+/// the dependencies being fetched at once, plus the render deadline, counted from the queue)
+/// plus [`LOCK_MARGIN`]; so a live holder never loses its lock.
+pub fn default_render_lock_ms(origin_timeout: Duration, render_timeout: Duration) -> u64 {
+    (origin_timeout + render_timeout + LOCK_MARGIN).as_millis() as u64
+}
+
+impl SharedConfig {
+    /// The render locks `config` asks for: `None` when turned off.
+    fn render_lock(&self, origin_timeout: Duration, render_timeout: Duration) -> Option<lock::RenderLock> {
+        let ttl_ms = self.render_lock_ms.unwrap_or_else(|| default_render_lock_ms(origin_timeout, render_timeout));
+        (ttl_ms > 0).then_some(lock::RenderLock { ttl_ms, wait: origin_timeout + render_timeout })
+    }
 }
 
 /// Default bound of the request-target memo: 16 MiB.
@@ -141,6 +191,9 @@ pub enum StartError {
     /// The origin client cannot be set up (a `returns` schema that does not compile, say).
     #[error("origin: {0}")]
     Origin(String),
+    /// Settings that do not go together (a memory tier without a Redis store, say).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Retries the purges that did not land, with backoff, until each does. Holds the node only
@@ -209,6 +262,8 @@ pub struct NodeStats {
     pub last_store_error_ms: AtomicU64,
     /// Requests refused because their route is quarantined.
     pub quarantined: AtomicU64,
+    /// Render locks: acquired, waited for, taken over.
+    pub locks: lock::LockStats,
 }
 
 /// A bundle's identity, recorded in page metadata.
@@ -273,6 +328,10 @@ pub struct Node {
     lanes: Vec<Arc<str>>,
     /// Prometheus metrics, shared by the node's generations.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cross-node render locks, unless turned off.
+    render_lock: Option<lock::RenderLock>,
+    /// The memory tier in front of the store, if any.
+    tier: Option<Arc<dyn tier::TierView>>,
 }
 
 /// What a node hands to the one a reload builds: the store and what counts since start.
@@ -288,6 +347,8 @@ pub struct Carried {
     pub purges: Arc<purges::PendingPurges>,
     /// The signatures accepted lately.
     pub verifier: Arc<Verifier>,
+    /// The memory tier in front of the store, if any (it is part of the store).
+    pub tier: Option<Arc<dyn tier::TierView>>,
 }
 
 impl Node {
@@ -304,6 +365,7 @@ impl Node {
             stats: self.stats.clone(),
             purges: self.purges.clone(),
             verifier: self.verifier.clone(),
+            tier: self.tier.clone(),
         }
     }
 
@@ -357,22 +419,33 @@ impl Node {
         let origin = Origin::new(config.origin.clone(), &manifest).map_err(StartError::Origin)?;
         let carried = match carried {
             Some(carried) => carried,
-            None => Carried {
-                store: crate::metrics::store::MeteredStore::wrap(
-                    match &config.store {
-                        StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
-                        StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, &manifest.site)?),
-                        StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, &manifest.site).await?),
-                    },
-                    &metrics,
-                ),
-                clock: Arc::default(),
-                stats: Arc::default(),
-                purges: Arc::default(),
-                verifier: Arc::new(Verifier::new(keys.clone())),
-            },
+            None => {
+                let l1_bytes = config.shared.l1_bytes;
+                if l1_bytes > 0 && !matches!(config.store, StoreConfig::Redis(_)) {
+                    return Err(StartError::Config(format!(
+                        "a memory tier (--l1-mb) sits in front of a Redis store, and the store is {}",
+                        config.store.redacted()
+                    )));
+                }
+                let (store, tier): (Arc<dyn Store>, _) = match &config.store {
+                    StoreConfig::Memory(bytes) => (Arc::new(MemoryStore::new(*bytes)), None),
+                    StoreConfig::Sqlite(path) => (Arc::new(SqliteStore::open(path, &manifest.site)?), None),
+                    StoreConfig::Redis(url) => tier::open_redis(url, &manifest.site, l1_bytes).await?,
+                };
+                if let Some(tier) = &tier {
+                    tier::watch(&metrics, tier);
+                }
+                Carried {
+                    store: crate::metrics::store::MeteredStore::wrap(store, &metrics),
+                    clock: Arc::default(),
+                    stats: Arc::default(),
+                    purges: Arc::default(),
+                    verifier: Arc::new(Verifier::new(keys.clone())),
+                    tier,
+                }
+            }
         };
-        let Carried { store, clock, stats, purges, verifier } = carried;
+        let Carried { store, clock, stats, purges, verifier, tier } = carried;
         let route_bundles =
             manifest.routes.iter().map(|r| bundles.get(&r.bundle).map(|b| Arc::from(b.hash.as_str()))).collect();
         let node = Arc::new(Node {
@@ -395,6 +468,8 @@ impl Node {
             suspect_slots: tokio::sync::Semaphore::new(config.pool.workers.saturating_sub(1).max(1)),
             lanes: manifest.routes.iter().map(|r| Arc::from(r.path.as_str())).collect(),
             metrics,
+            render_lock: config.shared.render_lock(config.origin.timeout, config.pool.render_timeout),
+            tier,
             manifest,
         });
         tokio::spawn(retry_purges(Arc::downgrade(&node), purges));
@@ -458,6 +533,11 @@ impl Node {
     /// The queue lane of route `index`.
     pub(crate) fn lane(&self, index: usize) -> Option<Arc<str>> {
         self.lanes.get(index).cloned()
+    }
+
+    /// The memory tier's numbers for `/_mizan/health` (`null` without one).
+    pub fn tier_report(&self) -> serde_json::Value {
+        self.tier.as_ref().map_or(serde_json::Value::Null, |tier| tier.report())
     }
 
     /// Counts a failed store call; the caller goes on without the cache.

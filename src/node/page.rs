@@ -7,8 +7,12 @@
 //! takes a streaming flight: its callers are answered as soon as the page's head is known and
 //! read its body ([`LiveBody`]) as the render produces it; the whole page is stored when the
 //! body is complete, never when the render failed. Every other render is buffered.
+//!
+//! Several nodes on one store: a flight's leader first takes the page's render lock
+//! ([`super::lock`]); a flight that finds it held serves the page the holder stores, as a hit.
 
 use super::Node;
+use super::lock::Keep;
 use super::quarantine::{Admission, Probe};
 use super::stream::LiveBody;
 use crate::cache::Entry;
@@ -132,7 +136,7 @@ pub struct Target {
 
 impl Target {
     /// The contexts its page reads.
-    fn contexts(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn contexts(&self) -> impl Iterator<Item = &str> {
         self.matched.deps.iter().map(|(c, _)| c.as_str())
     }
 
@@ -172,6 +176,29 @@ pub struct Flown {
     pub live: Option<Arc<LiveBody>>,
     /// Where its time went.
     pub timing: Timing,
+    /// Who made the page.
+    pub provenance: Provenance,
+}
+
+/// Who made a flight's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// This node rendered it.
+    Rendered,
+    /// Another node, which held the page's render lock: the flight found the page in the
+    /// store (it waited for it, or that node had just stored it) and serves it as a hit.
+    Awaited,
+    /// Nobody: the stale page the flight started from, kept because another node runs its
+    /// revalidation, or because another node's render ended without a page and the page was
+    /// within its stale-if-error time.
+    Kept,
+}
+
+impl Flown {
+    /// A page this flight took from the store ([`Provenance::Awaited`] or [`Provenance::Kept`]).
+    pub(super) fn from_store(page: Arc<Entry>, provenance: Provenance) -> Self {
+        Flown { page, sharing: Sharing::Stored, live: None, timing: Timing::default(), provenance }
+    }
 }
 
 /// Where a rendered page's time went, for the log line of each request it answers.
@@ -316,9 +343,10 @@ impl Node {
                     // A quarantined route keeps its stale page; a miss will probe it.
                     let healthy = matches!(self.quarantine.admit(target.matched.index, now), Admission::Render);
                     if healthy {
+                        let stale = Keep::Revalidating(page.clone());
                         self.flights.spawn(key, move || {
                             per_request::propagate(async move {
-                                let outcome = node.render_and_store(flight).await;
+                                let outcome = node.render_and_store(flight, stale).await;
                                 if let Err(error) = &outcome {
                                     tracing::warn!(%error, "background re-render failed; the stale page stays");
                                 }
@@ -347,12 +375,18 @@ impl Node {
         };
         let (node, flight) = (self.clone(), target.clone());
         let route = &self.manifest.routes[target.matched.index];
+        // A page within stale-if-error is served if another node's render ends without a page.
+        let keep = match &cached {
+            Some(entry) if freshness == Freshness::StaleIfError => Keep::OnError(entry.clone()),
+            _ => Keep::Nothing,
+        };
         // The flight runs as a task of its own, under the id of the request that starts it.
         let (outcome, leader) = if request.stream && route.stream && self.pool.streams(&route.bundle) {
-            let work = move |pilot| per_request::propagate(async move { node.stream_and_store(flight, pilot).await });
+            let work =
+                move |pilot| per_request::propagate(async move { node.stream_and_store(flight, pilot, keep).await });
             self.flights.run_piloted(key, work).await
         } else {
-            let work = move || per_request::propagate(async move { node.render_and_store(flight).await });
+            let work = move || per_request::propagate(async move { node.render_and_store(flight, keep).await });
             self.flights.run(key, work).await
         };
         if !leader {
@@ -360,7 +394,21 @@ impl Node {
         }
         let outcome = outcome.unwrap_or_else(|| Err(Arc::new(PageError::Internal("the render flight panicked"))));
         match (outcome, cached) {
-            (Ok(Flown { page, sharing: Sharing::Private, live, timing }), _) => {
+            (Ok(Flown { page, provenance: Provenance::Awaited, .. }), _) => {
+                // Another node held the render lock and stored the page: a hit from the store.
+                tracing::debug!(%key, "served the page another node rendered (waited for its render lock)");
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                let age_s = age(&page.meta);
+                Ok(Served { page, live: None, state: CacheState::Hit, age_s, vary })
+            }
+            (Ok(Flown { page, provenance: Provenance::Kept, .. }), _) => {
+                // Another node runs the page's revalidation, or its render ended without a
+                // page: the stale page the flight kept.
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                let age_s = age(&page.meta);
+                Ok(Served { page, live: None, state: CacheState::Stale, age_s, vary })
+            }
+            (Ok(Flown { page, sharing: Sharing::Private, live, timing, .. }), _) => {
                 // The origin marked an answer private: the page belongs to the request it was
                 // rendered for, never to the others that waited on it.
                 if leader {

@@ -4,7 +4,8 @@
 //! Buffered flights run here; streaming ones ([`super::stream`]) use the same parts.
 
 use super::Node;
-use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Sharing, Target, Timing};
+use super::lock::{Claim, Keep, LockGuard};
+use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Provenance, Sharing, Target, Timing};
 use super::quarantine::Outcome;
 use crate::abi::{DependencyData, DependencyError, PageInput, RawJson};
 use crate::cache::meta::{Dependency, Freshness, Kind, Meta, RenderInfo, dependency_tags};
@@ -57,7 +58,16 @@ impl Node {
         wait: std::time::Duration,
         entry: Entry,
     ) -> Result<PutOutcome, crate::cache::CacheError> {
-        match tokio::time::timeout(wait, self.store.put(entry)).await {
+        self.write_within(wait, self.store.put(entry)).await
+    }
+
+    /// `write` (a put), given up after `wait` as [`Node::put_within`] does.
+    async fn write_within(
+        &self,
+        wait: std::time::Duration,
+        write: impl std::future::Future<Output = Result<PutOutcome, crate::cache::CacheError>>,
+    ) -> Result<PutOutcome, crate::cache::CacheError> {
+        match tokio::time::timeout(wait, write).await {
             Ok(outcome) => outcome,
             Err(_) => Err(crate::cache::CacheError::Unavailable {
                 store: self.store.name(),
@@ -66,16 +76,26 @@ impl Node {
         }
     }
 
-    /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile.
-    pub(super) async fn render_and_store(self: Arc<Self>, target: Arc<Target>) -> PageOutcome {
+    /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile;
+    /// under the page's render lock when the store has them ([`Node::claim`]), or instead the
+    /// page another node rendered, or the stale page the flight `keep`s.
+    pub(super) async fn render_and_store(self: Arc<Self>, target: Arc<Target>, keep: Keep) -> PageOutcome {
+        let lock = match self.claim(&target, &keep).await {
+            Claim::Render(lock) => lock,
+            Claim::Serve(page) => return Ok(Flown::from_store(page, Provenance::Awaited)),
+            Claim::Skip => match keep.page() {
+                Some(page) => return Ok(Flown::from_store(page, Provenance::Kept)),
+                None => None,
+            },
+        };
         let generations = self.generations(&target).await;
         let (page, sharing, timing) =
             self.render(&target.key, &target, generations, Vec::new()).await.map_err(Arc::new)?;
         let page = shareable(page);
         if sharing == Sharing::Stored {
-            self.store_page(&page).await;
+            self.store_page(&page, lock).await;
         }
-        Ok(Flown { page, sharing, live: None, timing })
+        Ok(Flown { page, sharing, live: None, timing, provenance: Provenance::Rendered })
     }
 
     /// The generations of the tags `target`'s page reads, read before anything else: a purge
@@ -91,9 +111,18 @@ impl Node {
         }
     }
 
-    /// Stores a rendered page, unless a purge moved one of its generations meanwhile.
-    pub(super) async fn store_page(&self, page: &Entry) {
-        match self.put_within(PUT_WAIT, page.clone()).await {
+    /// Stores a rendered page, unless a purge moved one of its generations meanwhile; with a
+    /// fenced write that releases `lock` when the flight holds the page's render lock (a lock
+    /// still held after the write, or after a failed one, is released when dropped).
+    pub(super) async fn store_page(&self, page: &Entry, lock: Option<LockGuard>) {
+        let written = match &lock {
+            Some(guard) => self.write_within(PUT_WAIT, self.store.put_fenced(page.clone(), guard.fence())).await,
+            None => self.put_within(PUT_WAIT, page.clone()).await,
+        };
+        if let (Some(guard), Ok(PutOutcome::Stored | PutOutcome::Superseded)) = (lock, &written) {
+            guard.released();
+        }
+        match written {
             Ok(PutOutcome::Stored) => {}
             Ok(PutOutcome::Dropped { tag }) => {
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +130,7 @@ impl Node {
                 tracing::info!(key = %page.meta.key, %tag, "render not stored: {tag} was purged while it ran");
             }
             Ok(PutOutcome::Superseded) => {
+                self.stats.locks.superseded_writes.fetch_add(1, Ordering::Relaxed);
                 self.stats.dropped_writes.fetch_add(1, Ordering::Relaxed);
                 self.metrics.dropped_writes.increment(1);
                 tracing::info!(key = %page.meta.key, "render not stored: its render lock expired and a later render took it");

@@ -10,7 +10,8 @@
 
 use super::Node;
 use super::coalesce::Pilot;
-use super::page::{Flown, PageError, PageOutcome, Sharing, Target, Timing};
+use super::lock::{Claim, Keep};
+use super::page::{Flown, PageError, PageOutcome, Provenance, Sharing, Target, Timing};
 use super::render::{Rendering, etag, shareable};
 use crate::cache::Entry;
 use bytes::Bytes;
@@ -24,12 +25,24 @@ impl Node {
     /// read as it comes; when the body is complete, stores the whole page (same metadata and
     /// entity tag as a buffered render), leaves the table, then ends the body. A render that
     /// fails after its head is never stored: the flight leaves the table, then aborts the body.
+    /// Under the page's render lock, as a buffered flight ([`super::lock`]).
     pub(super) async fn stream_and_store(
         self: Arc<Self>,
         target: Arc<Target>,
         pilot: Pilot<PageOutcome>,
+        keep: Keep,
     ) -> PageOutcome {
         let route = &self.manifest.routes[target.matched.index];
+        let lock = match self.claim(&target, &keep).await {
+            Claim::Render(lock) => lock,
+            // Another node rendered it: the whole page, from the store (a node cannot stream
+            // another's render).
+            Claim::Serve(page) => return Ok(Flown::from_store(page, Provenance::Awaited)),
+            Claim::Skip => match keep.page() {
+                Some(page) => return Ok(Flown::from_store(page, Provenance::Kept)),
+                None => None,
+            },
+        };
         let generations = self.generations(&target).await;
         let prepared = self.prepare(&target, generations.as_ref(), Vec::new()).await.map_err(Arc::new)?;
         let _slot = self.render_slot(&target).await.map_err(Arc::new)?;
@@ -42,7 +55,8 @@ impl Node {
         let head = shareable(head);
         let live = Arc::new(LiveBody::default());
         let timing = Timing { render: None, origin: prepared.origin };
-        pilot.answer(Ok(Flown { page: head.clone(), sharing, live: Some(live.clone()), timing }));
+        let provenance = Provenance::Rendered;
+        pilot.answer(Ok(Flown { page: head.clone(), sharing, live: Some(live.clone()), timing, provenance }));
         let failed = loop {
             match stream.next_chunk().await {
                 Ok(Some(chunk)) => live.push(chunk),
@@ -68,14 +82,14 @@ impl Node {
             self.metrics.route(&route.path).render.record(elapsed);
         }
         if sharing == Sharing::Stored {
-            self.store_page(&page).await;
+            self.store_page(&page, lock).await;
         }
         // Stored, then out of the table, then the body ends: a visitor who asks again once
         // the page is whole finds it in the cache.
         pilot.land();
         live.complete();
         let timing = Timing { render: stream.elapsed(), ..timing };
-        Ok(Flown { page: Arc::new(page), sharing, live: None, timing })
+        Ok(Flown { page: Arc::new(page), sharing, live: None, timing, provenance })
     }
 }
 

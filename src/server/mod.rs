@@ -82,6 +82,10 @@ async fn health(State(live): State<Arc<Live>>) -> Response {
     if last_store_error != 0 && now.saturating_sub(last_store_error) < STORE_FAILING_FOR_MS {
         reasons.push(format!("the {} store failed {} s ago", node.store.name(), (now - last_store_error) / 1000));
     }
+    let tier = node.tier_report();
+    if tier["current"] == false {
+        reasons.push("the memory tier does not follow the purge log now: pages come from Redis".to_string());
+    }
     let pending_purges = node.purges.len();
     if pending_purges > 0 {
         reasons.push(format!("{pending_purges} purges from the origin have not landed yet (retrying)"));
@@ -125,6 +129,8 @@ async fn health(State(live): State<Arc<Live>>) -> Response {
         "dropped_writes": s.dropped_writes.load(Ordering::Relaxed),
         "purged": s.purged.load(Ordering::Relaxed),
         "pending_purges": pending_purges,
+        "store_tier": tier,
+        "store_locks": s.locks.report(),
     });
     (code, axum::Json(body)).into_response()
 }

@@ -115,6 +115,32 @@ pub struct Harness {
     pub url: String,
     pub client: reqwest::Client,
     pub redis: Option<RedisServer>,
+    /// What the node was started with.
+    pub config: NodeConfig,
+}
+
+/// Another node beside a [`Harness`]'s, on its store and origin ([`Harness::beside`]).
+pub struct Beside {
+    pub node: Arc<Node>,
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl Beside {
+    pub async fn get(&self, path: &str) -> Got {
+        read(self.client.get(format!("{}{path}", self.url)).send().await.unwrap()).await
+    }
+}
+
+/// Starts a node from `config` and serves it on a free loopback port: the node and its URL.
+async fn serve(config: NodeConfig) -> (Arc<Node>, String) {
+    let node = Node::start(config.clone()).await.unwrap();
+    let live = Live::new(node.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = mizan_render::server::app(live).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (node, url)
 }
 
 /// A response, read whole.
@@ -168,7 +194,7 @@ impl Harness {
                 (StoreConfig::Redis(server.url()), Some(server))
             }
         };
-        let mut config = NodeConfig {
+        let mut configured = NodeConfig {
             manifest: root().join("fixtures/manifests/react.json"),
             origin: OriginConfig {
                 base: origin.url(),
@@ -183,15 +209,20 @@ impl Harness {
             forwarding: Default::default(),
             memo_bytes: mizan_render::node::DEFAULT_MEMO_BYTES,
             metrics: None,
+            shared: Default::default(),
         };
+        configure(&mut configured);
+        let (node, url) = serve(configured.clone()).await;
+        Self { origin, node, url, client: reqwest::Client::new(), redis, config: configured }
+    }
+
+    /// Another node in this process on the same store and origin (several nodes on one
+    /// Redis), configured as this one was, then changed by `configure`.
+    pub async fn beside(&self, configure: impl FnOnce(&mut NodeConfig)) -> Beside {
+        let mut config = self.config.clone();
         configure(&mut config);
-        let node = Node::start(config.clone()).await.unwrap();
-        let live = Live::new(node.clone(), config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = mizan_render::server::app(live.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { origin, node, url, client: reqwest::Client::new(), redis }
+        let (node, url) = serve(config).await;
+        Beside { node, url, client: self.client.clone() }
     }
 
     /// A node on the SQLite file at `path`, for a test that works on the file itself (locks

@@ -36,6 +36,7 @@ mod budgets;
 mod faults;
 pub mod harness;
 mod hydrate;
+mod locks;
 mod observe;
 mod purges;
 mod reload;
