@@ -71,7 +71,9 @@ pub struct Settings {
     /// The origin's base URL [default: http://127.0.0.1:8000].
     #[arg(long, env = "MIZAN_ORIGIN")]
     pub origin: Option<String>,
-    /// The cache store: memory, sqlite:<path> or redis://host:port/ [default: memory].
+    /// The cache store: memory, sqlite:<path>, or Redis by URL: redis://host:port/db,
+    /// rediss:// (TLS), redis+cluster://h:p,h:p, redis+sentinel://h:p/service
+    /// (docs/operations.md, "Redis") [default: memory].
     #[arg(long, env = "MIZAN_STORE")]
     pub store: Option<String>,
     /// Memory for the node's caches, in MiB: the memory store and (a sixteenth of it) the
@@ -79,7 +81,7 @@ pub struct Settings {
     #[arg(long, env = "MIZAN_MEMORY_MB")]
     pub memory_mb: Option<u64>,
     /// Memory tier in front of a Redis store, in MiB: pages and data served from this node's
-    /// memory, kept honest by Redis's purge log (redis:// stores only) [default: 0, none].
+    /// memory, kept honest by Redis's purge log (Redis stores only) [default: 0, none].
     #[arg(long, env = "MIZAN_L1_MB")]
     pub l1_mb: Option<u64>,
     /// How long a page's render lock lasts, in milliseconds: one node renders a missed page
@@ -346,7 +348,7 @@ impl Resolved {
             return Err(self.invalid(
                 "l1_mb",
                 format!(
-                    "a memory tier sits in front of a Redis store, and the store is {}: use a redis:// store, or leave l1_mb at 0",
+                    "a memory tier sits in front of a Redis store, and the store is {}: use a Redis store, or leave l1_mb at 0",
                     store.redacted()
                 ),
             ));
@@ -475,7 +477,7 @@ mod tests {
         for store in [None, Some("memory"), Some("sqlite:/tmp/x.db")] {
             let settings = Settings { l1_mb: Some(64), store: store.map(String::from), ..Settings::default() };
             let error = resolve(settings).unwrap_err().to_string();
-            assert!(error.starts_with("--l1-mb: ") && error.contains("use a redis:// store"), "{error}");
+            assert!(error.starts_with("--l1-mb: ") && error.contains("use a Redis store"), "{error}");
         }
         let settings = Settings { l1_mb: Some(64), store: Some("redis://h:6379/".into()), ..Settings::default() };
         assert_eq!(resolve(settings).unwrap().shared.l1_bytes, 64 << 20);
