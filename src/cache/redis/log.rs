@@ -15,6 +15,16 @@
 //! stream already passed; the script then moves the counter past the stream's last id, so
 //! appends never fail for good and the numbers stay contiguous.
 //!
+//! **A new log starts from the clock.** When neither key exists (a new site, a flushed or
+//! restarted Redis, both keys deleted by hand), the log is started by whoever comes first,
+//! an append or a reader asking for the head ([`PurgeLog::head`]): the counter is set to
+//! Redis's clock in microseconds (`TIME`: seconds × 10⁶ + micros), and the first purge is
+//! numbered one past it. A log lost and started again therefore numbers its purges past
+//! every number the lost one reached (as long as Redis's clock does not go back), however
+//! many purges either holds: a reader that followed the lost log always sees a jump, never
+//! a number that seems to follow its last one. And a reader that starts on a log nobody has
+//! started yet starts it, so the first purge is one past the head it read, not a jump.
+//!
 //! A reader ([`PurgeLog`]) has a connection of its own: its blocking `XREAD` would hold up
 //! every call sharing the store's multiplexed connection. Its reads block for at most
 //! [`MAX_BLOCK`], inside the connection's response timeout.
@@ -39,9 +49,23 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(1);
 /// Most purges one [`PurgeLog::read`] returns.
 pub const READ_COUNT: usize = 1000;
 
+/// Lua, for scripts whose `KEYS[1]` is the counter: `start()` begins a new log, setting the
+/// counter to Redis's clock in microseconds (seconds × 10⁶ + micros: about 1.8 × 10¹⁵, exact
+/// in a Lua number below 2⁵³) and returning it. Called only when neither the counter nor the
+/// stream exists, so a new log's numbers start past any an earlier log reached.
+const START: &str = r#"
+local function start()
+  local now = redis.call('TIME')
+  local seed = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('SET', KEYS[1], string.format('%.0f', seed))
+  return seed
+end
+"#;
+
 /// KEYS: the counter, the stream. ARGV: context, params (JCS), mode, max length. Returns the
 /// purge's sequence number.
 const APPEND: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then start() end
 local seq = redis.call('INCR', KEYS[1])
 local function add(n)
   return redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%.0f', n) .. '-1',
@@ -68,7 +92,28 @@ end
 return seq
 "#;
 
-static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND));
+/// KEYS: the counter, the stream. Returns the log's head: the larger of the counter and the
+/// number of the stream's last id (its `last-generated-id`, which outlives a deleted entry);
+/// a log with neither key is started (`start()`) and its head is the seed.
+const HEAD: &str = r#"
+local counter = redis.call('GET', KEYS[1])
+local top
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = tonumber(string.match(info[i + 1], '^(%d+)%-')) end
+  end
+  if top == nil then return redis.error_reply('the stream has no last-generated-id') end
+end
+if not counter and not top then return start() end
+local seq = tonumber(counter or '0')
+if seq == nil then return redis.error_reply('the counter is not a number') end
+return math.max(seq, top or 0)
+"#;
+
+static APPEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{START}{APPEND}")));
+
+static HEAD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{START}{HEAD}")));
 
 /// One purge as the log holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +160,8 @@ pub(super) async fn append(
 /// connection.
 pub struct PurgeLog {
     conn: Conn,
+    /// `mz1:{<site>}:seq`.
+    seq: String,
     /// `mz1:{<site>}:log`.
     log: String,
 }
@@ -125,7 +172,7 @@ impl super::RedisStore {
     /// service's master). Fails if Redis cannot be reached now.
     pub async fn purge_log(&self) -> Result<PurgeLog, CacheError> {
         let conn = Conn::open(self.url()).await?;
-        Ok(PurgeLog { conn, log: log_key(self.site()) })
+        Ok(PurgeLog { conn, seq: seq_key(self.site()), log: log_key(self.site()) })
     }
 }
 
@@ -137,19 +184,17 @@ impl PurgeLog {
         tokio::time::timeout(within, call).await.map_err(|_| unavailable("no answer in time"))?.map_err(unavailable)
     }
 
-    /// The sequence number of the last purge logged; 0 if none is. Only the last entry's id
-    /// is read (its first part), not its fields, so that a reader whose read failed on a
-    /// malformed last entry can start again after it.
+    /// The log's head: the sequence number of the last purge logged (or handed out). A log
+    /// that does not exist (neither key) is started here, from Redis's clock as an append
+    /// would start it, so a reader always follows a log that exists: the first purge appended
+    /// to it is then one past this head, and a log lost and started again under a reader is a
+    /// jump. The stream's last id is read, not its last entry, so that a reader whose read
+    /// failed on a malformed last entry can start again after it.
     pub async fn head(&mut self) -> Result<u64, CacheError> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(&self.log).arg("+").arg("-").arg("COUNT").arg(1);
-        let reply: Reply = self.query(&cmd, TIMEOUT).await?;
-        let entries = array(reply, "XREVRANGE")?;
-        let Some(entry) = entries.into_iter().next() else { return Ok(0) };
-        let (id, _) = split_entry(entry)?;
-        id.split_once('-')
-            .and_then(|(seq, _)| seq.parse().ok())
-            .ok_or_else(|| malformed(format!("entry {id}: its id is not <seq>-<n>")))
+        let mut invocation = HEAD_SCRIPT.key(&self.seq);
+        invocation.key(&self.log);
+        let call = invocation.invoke_async(&mut self.conn);
+        tokio::time::timeout(TIMEOUT, call).await.map_err(|_| unavailable("no answer in time"))?.map_err(unavailable)
     }
 
     /// The purges logged after `after`, in order, at most [`READ_COUNT`]; waits up to `block`
@@ -270,119 +315,4 @@ fn parse_entry(entry: Reply) -> Result<LoggedPurge, CacheError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{LoggedPurge, append};
-    use crate::cache::redis::{Conn, RedisStore};
-    use crate::cache::{PurgeMode, Store};
-    use crate::testing::RedisServer;
-    use redis::aio::MultiplexedConnection;
-    use serde_json::{Map, Value, json};
-    use std::time::Duration;
-
-    fn params(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
-
-    fn purge(seq: u64, context: &str, p: Value, mode: PurgeMode) -> LoggedPurge {
-        LoggedPurge { seq, context: context.into(), params: params(p), mode }
-    }
-
-    async fn start() -> (RedisServer, RedisStore, Conn, MultiplexedConnection) {
-        let server = RedisServer::start();
-        let store = RedisStore::connect(&server.url(), "shop").await.unwrap();
-        let conn = Conn::open(&server.url()).await.unwrap();
-        let raw = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        (server, store, conn, raw)
-    }
-
-    /// Appends number purges 1, 2, 3…, store the params as JCS, and a reader gets them back
-    /// in order from any point; the store's purge appends too.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn purge_log_numbers_purges_contiguously_and_reads_them_back() {
-        let (_server, store, mut conn, mut raw) = start().await;
-        let mut log = store.purge_log().await.unwrap();
-        assert_eq!(log.head().await.unwrap(), 0, "an empty log");
-        assert!(log.read(0, Duration::ZERO).await.unwrap().is_empty());
-
-        let a = params(json!({"q": "a", "page": 2, "f": 1.5}));
-        assert_eq!(append(&mut conn, "shop", "search", &a, PurgeMode::Soft).await.unwrap(), 1);
-        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 2);
-        assert_eq!(append(&mut conn, "other", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 1, "per site");
-        store.purge("hot", &params(json!({"id": 7})), PurgeMode::Hard).await.unwrap();
-
-        let p: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg("mz1:{shop}:log").arg("1-1").arg("1-1").query_async(&mut raw).await.unwrap();
-        let fields = &p[0].1;
-        assert_eq!(fields[1], ("p".to_string(), r#"{"f":1.5,"page":2,"q":"a"}"#.to_string()), "JCS");
-        let expected = vec![
-            purge(1, "search", json!({"q": "a", "page": 2, "f": 1.5}), PurgeMode::Soft),
-            purge(2, "hot", json!({}), PurgeMode::Hard),
-            purge(3, "hot", json!({"id": 7}), PurgeMode::Hard),
-        ];
-        assert_eq!(log.head().await.unwrap(), 3);
-        assert_eq!(log.read(0, Duration::from_secs(1)).await.unwrap(), expected);
-        assert_eq!(log.read(1, Duration::ZERO).await.unwrap(), expected[1..]);
-        assert!(log.read(3, Duration::from_millis(10)).await.unwrap().is_empty(), "nothing after the head");
-
-        // A read waiting at the head returns the next purge once it is appended.
-        let waiting = tokio::spawn(async move { log.read(3, Duration::from_secs(1)).await.unwrap() });
-        assert_eq!(append(&mut conn, "shop", "cart", &Map::new(), PurgeMode::Soft).await.unwrap(), 4);
-        let got = waiting.await.unwrap();
-        // (Had the read started after the append, it would have found it at once.)
-        assert_eq!(got, vec![purge(4, "cart", json!({}), PurgeMode::Soft)]);
-    }
-
-    /// A counter deleted while the stream was kept: the next append numbers past the stream's
-    /// last id instead of failing for ever, and the numbers stay contiguous.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn purge_log_appends_go_on_past_a_deleted_counter() {
-        let (_server, store, mut conn, mut raw) = start().await;
-        for expected in 1..=3 {
-            assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), expected);
-        }
-        let _: () = redis::cmd("DEL").arg("mz1:{shop}:seq").query_async(&mut raw).await.unwrap();
-        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 4);
-        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 5);
-        // Its last entry deleted too: the stream still remembers the id it reached.
-        let _: () = redis::cmd("XDEL").arg("mz1:{shop}:log").arg("5-1").query_async(&mut raw).await.unwrap();
-        let _: () = redis::cmd("DEL").arg("mz1:{shop}:seq").query_async(&mut raw).await.unwrap();
-        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 6);
-        let seqs: Vec<u64> =
-            store.purge_log().await.unwrap().read(0, Duration::ZERO).await.unwrap().iter().map(|p| p.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 6]);
-        // A log key of the wrong type is an error, not a loop.
-        let _: () = redis::cmd("SET").arg("mz1:{shop}:log").arg("x").query_async(&mut raw).await.unwrap();
-        assert!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.is_err());
-    }
-
-    /// Entries that are not the log's own fail the read, naming the entry.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn purge_log_reads_refuse_malformed_entries_by_id() {
-        let (_server, store, mut conn, mut raw) = start().await;
-        append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap();
-        let mut log = store.purge_log().await.unwrap();
-        let cases: [(&str, &[&str], &str); 6] = [
-            ("2-1", &["c", "hot", "p", "{}"], "no field m"),
-            ("3-1", &["c", "hot", "p", "[1]", "m", "hard"], "field p is not a JSON object"),
-            ("4-1", &["c", "hot", "p", "{}", "m", "gentle"], "not hard or soft"),
-            ("5-1", &["c", "hot", "p", "{}", "m", "hard", "x", "1"], "unknown field"),
-            ("6-1", &["c", "hot", "p", "{}", "m", "hard", "c", "cart"], "field c twice"),
-            ("7-2", &["c", "hot", "p", "{}", "m", "hard"], "not <seq>-1"),
-        ];
-        for (id, fields, why) in cases {
-            let _: () =
-                redis::cmd("XADD").arg("mz1:{shop}:log").arg(id).arg(fields).query_async(&mut raw).await.unwrap();
-            let error = log.read(1, Duration::ZERO).await.unwrap_err().to_string();
-            assert!(error.contains(&format!("entry {id}")) && error.contains(why), "{id}: {error}");
-            let _: () = redis::cmd("XDEL").arg("mz1:{shop}:log").arg(id).query_async(&mut raw).await.unwrap();
-        }
-        assert_eq!(log.read(0, Duration::ZERO).await.unwrap().len(), 1, "the good entry reads");
-        // The head reads only the last id, so a reader can start after a malformed entry.
-        let _: () =
-            redis::cmd("XADD").arg("mz1:{shop}:log").arg("8-1").arg("x").arg("y").query_async(&mut raw).await.unwrap();
-        assert_eq!(log.head().await.unwrap(), 8);
-        assert!(log.read(1, Duration::ZERO).await.is_err());
-        assert!(log.read(8, Duration::ZERO).await.unwrap().is_empty());
-        assert_eq!(append(&mut conn, "shop", "hot", &Map::new(), PurgeMode::Hard).await.unwrap(), 9, "past it");
-    }
-}
+mod tests;

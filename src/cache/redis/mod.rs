@@ -52,10 +52,13 @@ pub mod log;
 pub mod names;
 mod purge;
 mod scripts;
+mod sentinel;
+mod url;
 
-pub use conn::{Conn, Target, target};
+pub use conn::Conn;
 pub use log::LoggedPurge;
 pub use names::BUCKETS;
+pub use url::{Target, target};
 
 use super::store::{Entry, Fence, Generations, LockOutcome, PurgeMode, PutOutcome, Store, check_site, now_ms};
 use super::{CacheError, Meta};
