@@ -458,7 +458,7 @@ impl StoreConfig {
         match text.parse::<StoreConfig>() {
             Ok(StoreConfig::Memory(_)) => "memory".into(),
             Ok(store) => store.redacted(),
-            Err(_) => redact_url(text),
+            Err(_) => crate::cache::redis::Target::redact(text),
         }
     }
 }
