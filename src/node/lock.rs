@@ -91,8 +91,8 @@ struct Wait<'a> {
     target: &'a Target,
     lock: RenderLock,
     started: Instant,
-    /// It has a stale page to serve if the render ends without a page.
-    stale: bool,
+    /// The stale page it serves if the render ends without a page (and the store still holds it).
+    stale: Option<&'a Entry>,
 }
 
 /// Counters of the render locks since start, reported by `/_mizan/health` (`store_locks`).
@@ -224,7 +224,15 @@ impl Node {
             Ok(LockOutcome::Held { ttl_ms }) => {
                 self.metrics.locks.answered(LockAnswer::Held);
                 stats.waited.fetch_add(1, Ordering::Relaxed);
-                let wait = Wait { target, lock, started, stale: matches!(keep, Keep::OnError(_)) };
+                let wait = Wait {
+                    target,
+                    lock,
+                    started,
+                    stale: match keep {
+                        Keep::OnError(page) => Some(&**page),
+                        _ => None,
+                    },
+                };
                 let (claim, end) = self.wait_for_render(wait, ttl_ms).await;
                 self.metrics.locks.waited(end, started.elapsed());
                 claim
@@ -252,12 +260,19 @@ impl Node {
             let remaining = expires.saturating_duration_since(now).min(deadline - now);
             tokio::time::sleep(pause.min(remaining).max(Duration::from_millis(1))).await;
             pause = (pause * 2).min(MAX_POLL);
-            if let Some(page) = self.usable(target).await {
+            // Both looks are bounded by the deadline: a stalled Redis must not keep the flight
+            // waiting past it (each call alone may take the connection's whole timeout).
+            let at = tokio::time::Instant::from_std(deadline);
+            if let Ok(Some(page)) = tokio::time::timeout_at(at, self.usable(target)).await {
                 stats.waited_and_served.fetch_add(1, Ordering::Relaxed);
                 return (Claim::Serve(page), WaitEnd::Served);
             }
-            let answer = self.store.lock(&target.key, wait.lock.ttl_ms).await;
+            // Timed from before the call: a slow answer must not make an expired lock look
+            // released early.
             let now = Instant::now();
+            let Ok(answer) = tokio::time::timeout_at(at, self.store.lock(&target.key, wait.lock.ttl_ms)).await else {
+                continue; // the deadline passed: the loop's first check renders
+            };
             // The lock ended before its time ran out, without a page: its holder's render failed
             // or made a page that may not be stored; this node's would most likely too.
             let released = now + EXPIRY_SLACK < expires;
@@ -267,7 +282,13 @@ impl Node {
                     let handed_over = next > expires + HANDOVER_SLACK;
                     expires = next;
                     if handed_over && released {
-                        return self.after_release(target, None, wait.stale);
+                        // A lock taken only for a moment (another node's look after a page
+                        // landed) also looks like a handover: the page may be there now.
+                        if let Some(page) = self.usable(target).await {
+                            stats.waited_and_served.fetch_add(1, Ordering::Relaxed);
+                            return (Claim::Serve(page), WaitEnd::Served);
+                        }
+                        return self.after_release(target, None, wait.stale).await;
                     }
                     // Same holder, or a new one after the last expired (its holder died): wait
                     // for it.
@@ -281,7 +302,7 @@ impl Node {
                         return (Claim::Serve(page), WaitEnd::Served);
                     }
                     if released {
-                        return self.after_release(target, Some(guard), wait.stale);
+                        return self.after_release(target, Some(guard), wait.stale).await;
                     }
                     stats.took_over_after_expiry.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(key = %target.key, "the render lock expired without a page; rendering it here");
@@ -299,9 +320,20 @@ impl Node {
     /// The lock was released without a page: the stale page when the flight has one (another
     /// render would most likely fail as the holder's did), else a render, holding the lock if
     /// this node got it (no waiting for a second holder).
-    fn after_release(&self, target: &Target, guard: Option<LockGuard>, stale: bool) -> (Claim, WaitEnd) {
+    ///
+    /// The stale page is served only if the store still holds it as it was and no purge of its
+    /// contexts is pending: a fenced write dropped by a purge also releases the lock without a
+    /// page, and the purged page must not be served then.
+    async fn after_release(
+        &self,
+        target: &Target,
+        guard: Option<LockGuard>,
+        stale: Option<&Entry>,
+    ) -> (Claim, WaitEnd) {
         let stats = &self.stats.locks;
-        if stale {
+        if let Some(kept) = stale
+            && self.still_stored(target, kept).await
+        {
             stats.stale_after_release.fetch_add(1, Ordering::Relaxed);
             tracing::info!(key = %target.key, "the render lock was released without a page; serving the stale page");
             return (Claim::Skip, WaitEnd::Stale);
@@ -309,6 +341,25 @@ impl Node {
         stats.took_over_after_release.fetch_add(1, Ordering::Relaxed);
         tracing::info!(key = %target.key, locked = guard.is_some(), "the render lock was released without a page; rendering it here");
         (Claim::Render(guard), WaitEnd::TookOver)
+    }
+
+    /// Whether the store still holds `kept` under `target`'s key as it was (not purged, marked
+    /// or replaced since) and no purge of its contexts is pending.
+    async fn still_stored(&self, target: &Target, kept: &Entry) -> bool {
+        if self.purges.blocks(target.contexts()) {
+            return false;
+        }
+        match self.store.get(&target.key).await {
+            Ok(Some(now)) => {
+                let (a, b) = (&now.meta, &kept.meta);
+                a.created_at == b.created_at && a.etag == b.etag && a.stale_at == b.stale_at
+            }
+            Ok(None) => false,
+            Err(error) => {
+                self.store_failed("get", &error);
+                false
+            }
+        }
     }
 
     /// The page of `target` if the store has one this node may serve as a hit: fresh, of this

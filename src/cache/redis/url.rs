@@ -198,6 +198,9 @@ impl Target {
 
         let mut ca = None;
         let mut sentinel_auth = Auth::default();
+        // After a password, an unknown "parameter" may be the rest of a password holding an
+        // unescaped `&`: it is not quoted in the error.
+        let mut after_password = false;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = decode(value, &format!("the parameter {name}")).map_err(&bad)?;
@@ -213,8 +216,14 @@ impl Target {
                 ("sentinel_password", value) => {
                     std::mem::replace(&mut sentinel_auth.password, value.map(Secret)).is_some()
                 }
+                _ if after_password => {
+                    return Err(bad(format!(
+                        "a parameter after sentinel_password is not one of {PARAMETERS} (a password holding & or # must be percent-encoded)"
+                    )));
+                }
                 _ => return Err(bad(format!("unknown parameter {name:?}; the parameters are {PARAMETERS}"))),
             };
+            after_password |= name == "sentinel_password";
             if twice {
                 return Err(bad(format!("{name} is given twice")));
             }
@@ -253,13 +262,19 @@ impl Target {
             Some((head, query)) => {
                 out.push_str(head);
                 out.push('?');
-                let pairs: Vec<String> = query
-                    .split('&')
-                    .map(|pair| match pair.split_once('=') {
-                        Some((name, _)) if name.to_ascii_lowercase().contains("pass") => format!("{name}=***"),
-                        _ => pair.to_string(),
-                    })
-                    .collect();
+                // A password may hold an unescaped `&` or `#`: everything after a password
+                // parameter's `=` is hidden, the rest of the query and the fragment included.
+                let mut pairs = Vec::new();
+                for pair in query.split('&') {
+                    match pair.split_once('=') {
+                        Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
+                            pairs.push(format!("{name}=***"));
+                            out.push_str(&pairs.join("&"));
+                            return out;
+                        }
+                        _ => pairs.push(pair.to_string()),
+                    }
+                }
                 out.push_str(&pairs.join("&"));
             }
         }

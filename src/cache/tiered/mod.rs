@@ -66,10 +66,10 @@
 //! itself fails) is not logged: the caller gets the error and must purge again, as without
 //! the tier; the purging node's own memory is purged regardless.
 
-use super::CacheError;
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
 use super::store::{Entry, Fence, Generations, LockOutcome, PurgeMode, PutOutcome, Store, now_ms};
+use super::{CacheError, Freshness};
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -278,12 +278,18 @@ impl Shared {
         drop(old);
     }
 
-    /// A memory hit, if the tier is current.
+    /// A memory hit, if the tier is current and the copy is fresh. A copy past its freshness
+    /// is not answered from memory: another node may have stored a newer page in Redis (a
+    /// revalidation, a re-render after a soft purge), which the caller must see; the copy is
+    /// replaced when Redis answers.
     fn memory_hit(&self, key: &str) -> Option<Arc<Entry>> {
         if !self.current() {
             return None;
         }
         let entry = self.memory.load().get_now(key).flatten()?;
+        if entry.meta.freshness(now_ms()) != Freshness::Fresh {
+            return None;
+        }
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(entry)
     }

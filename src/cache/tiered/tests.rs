@@ -83,8 +83,9 @@ async fn a_purge_on_one_node_reaches_the_tier_of_another() {
 
     assert_eq!(a.purge("hot", &id(0), PurgeMode::Hard).await.unwrap(), 2);
     assert!(a.in_memory("mz1:p:0").is_none(), "the purging node's memory, at once");
+    // The reader applies a purge, then records its number: wait for both.
     wait_until("b's reader to apply the purge", DEADLINE, || {
-        ready(b.in_memory("mz1:p:0").is_none() && b.in_memory("mz1:p:0b").is_none())
+        ready(b.in_memory("mz1:p:0").is_none() && b.in_memory("mz1:p:0b").is_none() && b.stats().last_seq == first + 1)
     })
     .await;
     assert_eq!(b.get_now("mz1:p:0"), None, "a memory miss asks Redis");
@@ -96,7 +97,10 @@ async fn a_purge_on_one_node_reaches_the_tier_of_another() {
 
     // A purge of the whole context takes the rest.
     a.purge("hot", &Map::new(), PurgeMode::Hard).await.unwrap();
-    wait_until("the context purge", DEADLINE, || ready(b.in_memory("mz1:p:1").is_none())).await;
+    wait_until("the context purge", DEADLINE, || {
+        ready(b.in_memory("mz1:p:1").is_none() && b.stats().last_seq == first + 2)
+    })
+    .await;
     assert_eq!(b.stats().entries, 0);
 }
 
@@ -189,7 +193,10 @@ async fn a_redis_restart_turns_the_tier_off_and_empties_it() {
     .await;
     assert_eq!(&*b.get_now("mz1:p:0").unwrap().unwrap().body, b"again", "served from memory again");
     a.purge("hot", &id(0), PurgeMode::Hard).await.unwrap();
-    wait_until("the purge after the restart", DEADLINE, || ready(b.in_memory("mz1:p:0").is_none())).await;
+    wait_until("the purge after the restart", DEADLINE, || {
+        ready(b.in_memory("mz1:p:0").is_none() && b.stats().last_seq != restarted)
+    })
+    .await;
     let stats = b.stats();
     assert_eq!((stats.last_seq, stats.resets_gap), (restarted + 1, 0), "applied, not a gap: {stats:?}");
 }
@@ -228,7 +235,10 @@ async fn a_gap_in_the_purge_log_resets_the_tier() {
     assert_eq!(restarted, counter(&mut raw).await, "following the new log from its seed");
     cached(&a, &b, "mz1:p:1", 1).await;
     a.purge("hot", &id(1), PurgeMode::Hard).await.unwrap();
-    wait_until("the first purge of the new log", DEADLINE, || ready(b.in_memory("mz1:p:1").is_none())).await;
+    wait_until("the first purge of the new log", DEADLINE, || {
+        ready(b.in_memory("mz1:p:1").is_none() && b.stats().last_seq != restarted)
+    })
+    .await;
     let stats = b.stats();
     assert_eq!((stats.last_seq, stats.purges_applied, stats.resets_gap), (restarted + 1, 2, 2), "{stats:?}");
 }
@@ -284,7 +294,10 @@ async fn a_malformed_purge_log_entry_resets_the_tier_and_it_goes_on() {
     assert!(b.in_memory("mz1:p:0").is_none() && b.in_memory("mz1:p:1").is_none(), "memory emptied");
     cached(&a, &b, "mz1:p:1", 1).await;
     a.purge("hot", &id(1), PurgeMode::Hard).await.unwrap();
-    wait_until("the next purge", DEADLINE, || ready(b.in_memory("mz1:p:1").is_none())).await;
+    wait_until("the next purge", DEADLINE, || {
+        ready(b.in_memory("mz1:p:1").is_none() && b.stats().last_seq != first + 2)
+    })
+    .await;
     let stats = b.stats();
     assert_eq!((stats.last_seq, stats.resets_gap, stats.resets_error), (first + 3, 0, 1), "{stats:?}");
 }
@@ -314,4 +327,21 @@ async fn a_tier_shut_down_serves_no_memory() {
     assert!(!b.is_current());
     assert_eq!(b.get_now("mz1:p:0"), None);
     assert!(b.get("mz1:p:0").await.unwrap().is_some(), "Redis still answers");
+}
+
+/// A copy past its freshness is not answered from memory: another node may have stored a
+/// newer page (a revalidation), which this node must see rather than render again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_in_memory_gives_way_to_the_newer_page_in_redis() {
+    let (_server, a, b, _raw) = start().await;
+    let mut old = page(&a, "mz1:p:s", 0, "old").await;
+    old.meta.created_at = now_ms() - 70_000; // past its ttl (60 s), within swr
+    assert_eq!(a.put(old).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(&*b.get("mz1:p:s").await.unwrap().unwrap().body, b"old");
+    assert!(b.in_memory("mz1:p:s").is_some(), "the stale copy is in B's memory");
+    assert!(b.get_now("mz1:p:s").is_none(), "but not answered from it");
+    // A revalidates: a fresh page lands in Redis (puts are not logged: B's copy stays).
+    assert_eq!(a.put(page(&a, "mz1:p:s", 0, "new").await).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(&*b.get("mz1:p:s").await.unwrap().unwrap().body, b"new", "B sees A's newer page");
+    assert!(matches!(b.get_now("mz1:p:s"), Some(Some(e)) if &*e.body == b"new"), "and its copy was replaced");
 }

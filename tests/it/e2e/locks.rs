@@ -135,3 +135,35 @@ async fn a_waiter_with_a_stale_page_serves_it_when_the_holders_render_fails() {
     assert_eq!((n(&locks.stale_after_release), n(&locks.took_over_after_release)), (1, 0));
     assert_eq!(b.node.pool.stats().rendered.load(Ordering::Relaxed), 0);
 }
+
+/// A fenced write dropped by a purge also releases the lock without a page: a waiter holding
+/// a stale page must not serve it then (the purge took it), but render the page afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_never_serves_its_stale_page_once_a_purge_dropped_the_holders_write() {
+    let h = Harness::start(Backend::Redis).await;
+    let b = h.beside(|_| {}).await;
+    assert_eq!(h.get("/products/7").await.cache(), "MISS");
+    assert_eq!(b.get("/products/7").await.cache(), "HIT");
+    // Past ttl (60 s) and stale-while-revalidate (300 s), within stale-if-error (a day).
+    for node in [&h.node, &b.node] {
+        node.clock.advance(Duration::from_secs(400));
+    }
+    h.origin.gate("product_detail").await;
+    let first = tokio::spawn(reqwest::get(format!("{}/products/7", h.url)));
+    wait_until("A's render at the origin", DEADLINE, || async { h.origin.waiting("product_detail").await == 1 }).await;
+    let (client, url) = (b.client.clone(), format!("{}/products/7", b.url));
+    let second = tokio::spawn(async move { read(client.get(url).send().await.unwrap()).await });
+    wait_until("B waiting for A", DEADLINE, || std::future::ready(n(&b.node.stats.locks.waited) == 1)).await;
+    // The product changes while A renders: its purge takes the stale page, and A's write of
+    // what it read before is dropped, which releases the lock without a page.
+    let id: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r#"{"id": 7}"#).unwrap();
+    h.node.store.purge("product_detail", &id, mizan_render::cache::PurgeMode::Hard).await.unwrap();
+    h.origin.release("product_detail").await;
+    let got = read(first.await.unwrap().unwrap()).await;
+    assert_eq!(got.status, 200);
+    let got = second.await.unwrap();
+    assert_eq!((got.status, got.cache()), (200, "MISS"), "B rendered the page afresh, not its purged stale page");
+    let locks = &b.node.stats.locks;
+    assert_eq!(n(&locks.stale_after_release), 0);
+    assert_eq!(b.node.pool.stats().rendered.load(Ordering::Relaxed), 1);
+}

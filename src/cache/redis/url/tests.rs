@@ -121,6 +121,16 @@ fn urls_are_printed_without_credentials() {
         assert_eq!(Target::redact(url), "redis://***@h/", "{url}");
     }
     assert_eq!(Target::redact("hunter2@h"), "(not a URL)");
+    // A sentinel password holding an unescaped `&` or `#`: nothing of it is printed, by the
+    // redaction or by the error that refuses the URL.
+    for (url, printed) in [
+        ("redis+sentinel://s/m?sentinel_password=hun&ter2", "redis+sentinel://s/m?sentinel_password=***"),
+        ("redis+sentinel://s/m?sentinel_password=hun#ter2", "redis+sentinel://s/m?sentinel_password=***"),
+    ] {
+        assert_eq!(Target::redact(url), printed, "{url}");
+        let error = target(url).unwrap_err();
+        assert!(!error.contains("ter2"), "{error}");
+    }
     let debug = format!("{:?}", target("redis+sentinel://u:hunter2@s/m?sentinel_password=hunter2").unwrap());
     assert!(!debug.contains("hunter2"), "{debug}");
 }
