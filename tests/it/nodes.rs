@@ -11,7 +11,7 @@ use mizan_render::cache::Keys;
 use mizan_render::cache::key::PageKeyParts;
 use mizan_render::cache::signature::sign;
 use mizan_render::cache::tiered::{BLOCK, GRACE};
-use mizan_render::testing::RedisServer;
+use mizan_render::testing::{RedisCluster, RedisServer};
 use serde_json::{Value, json};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -74,11 +74,42 @@ impl Drop for NodeProcess {
     }
 }
 
+/// What the nodes share: one Redis server, or a three-master Redis Cluster.
+enum Redis {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    fn url(&self) -> String {
+        match self {
+            Redis::One(server) => server.url(),
+            Redis::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// Restarts the one server (empty).
+    fn restart(&mut self) {
+        match self {
+            Redis::One(server) => server.restart(),
+            Redis::Cluster(_) => panic!("the cluster tests restart no server"),
+        }
+    }
+
+    /// A plain connection to each server (each master of a cluster).
+    fn servers(&self) -> Vec<String> {
+        match self {
+            Redis::One(server) => vec![server.url()],
+            Redis::Cluster(cluster) => cluster.node_urls(),
+        }
+    }
+}
+
 /// Three nodes on one Redis and one origin.
 struct Fleet {
     nodes: Vec<NodeProcess>,
     origin: Origin,
-    redis: RedisServer,
+    redis: Redis,
 }
 
 impl Fleet {
@@ -90,7 +121,12 @@ impl Fleet {
 
     /// [`Fleet::start`] with `count` nodes.
     async fn start_n(test: &str, count: usize, flags: &[&str]) -> Fleet {
-        let (redis, origin) = (RedisServer::start(), Origin::start());
+        Self::start_on(test, count, Redis::One(RedisServer::start()), flags).await
+    }
+
+    /// [`Fleet::start_n`] on `redis`.
+    async fn start_on(test: &str, count: usize, redis: Redis, flags: &[&str]) -> Fleet {
+        let origin = Origin::start();
         let starts: Vec<_> = (0..count)
             .map(|n| {
                 let mut command = Command::new("sh");
@@ -121,10 +157,14 @@ impl Fleet {
 
     /// Every Redis key holding `needle`.
     async fn redis_keys(&self, needle: &str) -> Vec<String> {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
-        keys.into_iter().filter(|k| k.contains(needle)).collect()
+        let mut found = Vec::new();
+        for url in self.redis.servers() {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+            found.extend(keys.into_iter().filter(|k| k.contains(needle)));
+        }
+        found
     }
 }
 
@@ -330,4 +370,46 @@ async fn the_memory_tier_and_its_purge_log_reader_survive_a_reload() {
     until_price(a, "/products/14", "€3.50", BLOCK + GRACE).await;
     let resets = a.health().await["store_tier"]["resets"].clone();
     assert_eq!(resets, json!({"gap": 0, "error": 0}), "never emptied");
+}
+
+/// The same promises on a three-master Redis Cluster: a page served from another node's
+/// memory, a purge through one node reaching the others', concurrent misses over the three
+/// rendered once (the lock lives in the page's bucket, on whichever master owns it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_purge_reaches_every_memory_and_misses_render_once() {
+    let fleet = Fleet::start_on("cluster", 3, Redis::Cluster(RedisCluster::start()), &["--l1-mb", "16"]).await;
+    let [a, b, c] = &fleet.nodes[..] else { unreachable!() };
+    assert_eq!(a.get("/products/7").await.cache(), "MISS");
+    for node in [b, c] {
+        for _ in 0..2 {
+            let got = node.get("/products/7").await;
+            assert_eq!((got.cache(), price(&got.body)), ("HIT", "€154.75"));
+        }
+        assert!(node.stat("/store_tier/hits").await >= 1, "served from memory");
+    }
+    fleet.origin.set_price_quietly(7, 99.5).await;
+    a.purge_product(7).await;
+    assert_eq!(price(&a.get("/products/7").await.body), "€99.50", "the purging node at once");
+    let bound = BLOCK + GRACE;
+    tokio::join!(until_price(b, "/products/7", "€99.50", bound), until_price(c, "/products/7", "€99.50", bound));
+
+    fleet.origin.gate("product_detail").await;
+    let mut requests = Vec::new();
+    for node in &fleet.nodes {
+        for _ in 0..5 {
+            let (client, url) = (node.client.clone(), format!("{}/products/21", node.url));
+            requests.push(tokio::spawn(async move { read(client.get(url).send().await.unwrap()).await }));
+        }
+    }
+    let in_the_air =
+        || async { fleet.origin.waiting("product_detail").await == 1 && fleet.total("/store_locks/waited").await == 2 };
+    wait_until("one node rendering and two waiting for it", DEADLINE, in_the_air).await;
+    assert_eq!(fleet.redis_keys(&page_hex("/products/21")).await.iter().filter(|k| k.contains(":l:")).count(), 1);
+    fleet.origin.release("product_detail").await;
+    for request in requests {
+        let got = request.await.unwrap();
+        assert_eq!((got.status, price(&got.body)), (200, "€122.11"));
+    }
+    assert_eq!(fleet.origin.calls("product_detail").await, 3, "/products/7 twice, /products/21 once");
+    assert_eq!(fleet.total("/store_locks/waited_and_served").await, 2);
 }
