@@ -3,7 +3,8 @@
 //! memory tier and a purge through one node reaches the others' memory within the documented
 //! bound; concurrent misses over the three render once; a node killed while it holds a render
 //! lock is taken over once the lock expires; a Redis restart loses no purge and leaves nothing
-//! old in memory. Each node logs to `<scratch>/nodes-<test>-<n>.log`.
+//! old in memory. The first and the second also run on a three-master Redis Cluster. Each
+//! node logs to `<scratch>/nodes-<test>-<n>.log`.
 
 use crate::common::{DEADLINE, root, scratch, wait_until};
 use crate::e2e::harness::{Got, Origin, SECRET, price, read};
