@@ -64,19 +64,30 @@ pub struct RedisServer {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     password: Option<String>,
+    /// Where it keeps an append-only file, if it persists its data across restarts.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts a server without persistence on a free port.
     pub fn start() -> Self {
-        let mut server = Self { child: None, port: free_port(), password: None };
+        let mut server = Self { child: None, port: free_port(), password: None, dir: None };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server that keeps its data across [`RedisServer::restart`]: an append-only
+    /// file in `dir`, synced on every write, as a production Redis with AOF would.
+    pub fn start_persistent(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).expect("the Redis data directory");
+        let mut server = Self { child: None, port: free_port(), password: None, dir: Some(dir.to_path_buf()) };
         server.spawn();
         server
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> Self {
-        let mut server = Self { child: None, port: free_port(), password: Some(password.to_string()) };
+        let mut server = Self { child: None, port: free_port(), password: Some(password.to_string()), dir: None };
         server.spawn();
         server
     }
@@ -91,7 +102,11 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut command = Command::new("redis-server");
-        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"]);
+        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""]);
+        match &self.dir {
+            Some(dir) => command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }

@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// The longest wait between two retries.
-pub const MAX_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two retries: also how long, at most, after a shared Redis comes
+/// back, the other nodes may serve a page this node's pending purge will take (they cannot
+/// know of it). A retry against a Redis that is down costs one refused connection.
+pub const MAX_RETRY: Duration = Duration::from_secs(1);
 
 /// Purges waiting to land, and the contexts they make unsafe to serve from the cache.
 #[derive(Default)]
