@@ -49,6 +49,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY .cargo/ .cargo/
 COPY src/ src/
+COPY crates/ crates/
 COPY runtime-js/ runtime-js/
 COPY benches/ benches/
 COPY examples/ examples/

@@ -11,7 +11,8 @@
 //!   flights, dependencies, render, store.
 //! - [`origin`]: typed context data from the Django origin, schema-checked; proxy headers.
 //! - [`cache`]: keys, metadata and freshness, purge by tag with generations,
-//!   `X-Mizan-Invalidate`, signatures, and the memory, SQLite and Redis stores.
+//!   `X-Mizan-Invalidate`, signatures, and the memory, SQLite and Redis stores (the
+//!   `mizan-cache` crate, which does not depend on V8).
 //! - [`pool`]: render threads, each owning an isolate restored from the start-up snapshot,
 //!   behind a bounded queue, with per-render deadlines.
 //! - [`js`]: the `mizan_runtime` extension (Workers-compatible globals from deno_web, the
@@ -21,7 +22,8 @@
 //! - [`metrics`]: Prometheus metrics shared by every node generation, the request id and
 //!   the facts of the access log.
 //! - [`oneshot`], [`prerender`]: the `render` and `prerender` commands.
-//! - [`testing`]: real components for tests and benchmarks (a redis-server).
+//! - [`testing`]: real components for tests and benchmarks (a redis-server, a Redis Cluster,
+//!   the Django origin).
 //!
 //! # Request flow
 //! route match (manifest) -> page key -> cache lookup -> (miss) coalesced flight:
@@ -29,7 +31,8 @@
 //! -> store (unless a purge moved on) -> respond.
 
 pub mod abi;
-pub mod cache;
+/// The cache protocol, from its own crate (`crates/mizan-cache`), under its old path.
+pub use mizan_cache as cache;
 pub mod config;
 pub mod js;
 pub mod manifest;

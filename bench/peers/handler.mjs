@@ -31,7 +31,7 @@ export function createHandler(bundle, data) {
       // Declared query: q only; the first value in canonical order (sorted), as the page key.
       const values = url.searchParams.getAll("q").sort();
       const query = values.length ? { q: values[0] } : {};
-      // Percent-encoded as src/cache/key.rs does: all but ASCII alphanumerics and -._~
+      // Percent-encoded as crates/mizan-cache/src/key.rs does: all but ASCII alphanumerics and -._~
       const enc = (v) => encodeURIComponent(v).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
       const canonical = values.length ? `/search?q=${enc(values[0])}` : "/search";
       const out = {

@@ -245,7 +245,7 @@ impl Forwarding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::tests::{config, hostile_path};
+    use crate::cache::strategies::{config, hostile_path};
     use proptest::prelude::*;
 
     #[test]

@@ -7,7 +7,6 @@ use mizan_render::pool::{BundleSource, Pool, PoolConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use mizan_render::testing::{DEADLINE, wait_until};
 
@@ -116,16 +115,8 @@ pub fn scratch(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
 
-/// A SQLite file under the scratch directory that no other test case is given, whether it
-/// runs in this process (`cargo test`: cases are threads) or another (nextest: a process per
-/// case): `<prefix>-<pid>-<n>.db`, `n` from a process-wide counter. What an earlier run left
-/// under that name (same pid), `-wal` and `-shm` included, is removed first.
+/// A SQLite file under the scratch directory that no other test case is given
+/// ([`mizan_render::testing::unique_db`]).
 pub fn scratch_db(prefix: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = scratch(&format!("{prefix}-{}-{n}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    path
+    mizan_render::testing::unique_db(Path::new(env!("CARGO_TARGET_TMPDIR")), prefix)
 }

@@ -1,6 +1,6 @@
 //! The purge log: every purge a Redis store carries out is appended, after its walk has
 //! finished, to one stream per site, so that each node's memory tier
-//! ([`crate::cache::tiered`]) can apply every purge, from any node or from the origin side,
+//! ([`crate::tiered`]) can apply every purge, from any node or from the origin side,
 //! and can tell when it may have missed one.
 //!
 //! Layout (in the site's own hash slot `{<site>}`): `mz1:{<site>}:seq`, a counter, and
@@ -31,8 +31,8 @@
 
 use super::conn::TIMEOUT;
 use super::{Conn, unavailable};
-use crate::cache::key::jcs;
-use crate::cache::{CacheError, PurgeMode};
+use crate::key::jcs;
+use crate::{CacheError, PurgeMode};
 use redis::{Cmd, FromRedisValue, Script, Value as Reply};
 use serde_json::{Map, Value};
 use std::sync::LazyLock;

@@ -7,21 +7,21 @@
 
 use super::names::BUCKETS;
 use super::{Conn, RedisStore, log, unavailable};
-use crate::cache::CacheError;
-use crate::cache::meta::purge_tags;
-use crate::cache::store::{GENERATION_TTL_MS, PurgeMode, now_ms};
+use crate::CacheError;
+use crate::meta::purge_tags;
+use crate::store::{GENERATION_TTL_MS, PurgeMode, now_ms};
 use redis::Script;
 use serde_json::{Map, Value};
 
-/// Where a purge may stop in a test ([`crate::cache::store::PauseHook`]), each armed on its
+/// Where a purge may stop in a test ([`crate::store::PauseHook`]), each armed on its
 /// own.
 #[cfg(test)]
 #[derive(Default)]
 pub(super) struct Hooks {
     /// Once the canonical generations moved, before any bucket is walked.
-    pub(super) moved: crate::cache::store::PauseHook,
+    pub(super) moved: crate::store::PauseHook,
     /// In a walk, between its first batch and the next.
-    pub(super) batches: crate::cache::store::PauseHook,
+    pub(super) batches: crate::store::PauseHook,
 }
 
 /// The test hooks.
@@ -35,7 +35,7 @@ pub(super) struct Hook;
 
 /// What a purge that stopped at a hook holds until it is over.
 #[cfg(test)]
-type Held = Option<crate::cache::store::Done>;
+type Held = Option<crate::store::Done>;
 
 /// Nothing, outside tests.
 #[cfg(not(test))]
@@ -85,7 +85,7 @@ impl Walk {
 }
 
 impl RedisStore {
-    /// [`crate::cache::Store::purge`]: moves the canonical generations, walks every bucket,
+    /// [`crate::Store::purge`]: moves the canonical generations, walks every bucket,
     /// logs the purge.
     pub(super) async fn purge_all(
         &self,

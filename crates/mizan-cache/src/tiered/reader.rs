@@ -2,9 +2,9 @@
 //! resets memory on a gap, and on an error resets, reconnects with backoff and resets again.
 
 use super::{BLOCK, Shared};
-use crate::cache::CacheError;
-use crate::cache::redis::RedisStore;
-use crate::cache::redis::log::PurgeLog;
+use crate::CacheError;
+use crate::redis::RedisStore;
+use crate::redis::log::PurgeLog;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

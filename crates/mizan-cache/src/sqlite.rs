@@ -479,8 +479,8 @@ fn sql_json(e: serde_json::Error) -> CacheError {
 #[cfg(test)]
 mod tests {
     use super::SqliteStore;
-    use crate::cache::store::Paused;
-    use crate::cache::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
+    use crate::store::Paused;
+    use crate::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
     use serde_json::{Map, Value, json};
     use std::path::PathBuf;
     use std::sync::Arc;

@@ -6,9 +6,9 @@
 
 use crate::common::{DEADLINE, wait_until};
 use futures_util::StreamExt;
-use mizan_render::cache::redis::RedisStore;
-use mizan_render::cache::{CacheError, Dependency, Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
-use mizan_render::testing::{free_port, spawn_ready};
+use mizan_cache::redis::RedisStore;
+use mizan_cache::testing::{free_port, spawn_ready};
+use mizan_cache::{CacheError, Dependency, Entry, Meta, PurgeMode, PutOutcome, Store, now_ms};
 use serde_json::{Map, json};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,7 @@ struct Process(Option<Child>);
 
 impl Process {
     fn kill(&mut self) {
-        mizan_render::testing::kill(&mut self.0);
+        mizan_cache::testing::kill(&mut self.0);
     }
 }
 

@@ -3,11 +3,9 @@
 
 use super::names::{BUCKETS, Names, bucket};
 use super::{PRUNE, RedisStore, pack, unpack};
-use crate::cache::store::Paused;
-use crate::cache::{
-    Entry, GENERATION_TTL_MS, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms,
-};
+use crate::store::Paused;
 use crate::testing::RedisServer;
+use crate::{Entry, GENERATION_TTL_MS, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;

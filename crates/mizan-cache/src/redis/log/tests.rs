@@ -2,9 +2,9 @@
 //! contiguous after), reading back, recovery from a lost counter, malformed entries.
 
 use super::{LoggedPurge, append};
-use crate::cache::redis::{Conn, RedisStore};
-use crate::cache::{PurgeMode, Store};
+use crate::redis::{Conn, RedisStore};
 use crate::testing::RedisServer;
+use crate::{PurgeMode, Store};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value, json};
 use std::time::Duration;

@@ -272,8 +272,9 @@ pub fn vary_headers<'h>(declared: &[String], header: impl Fn(&str) -> Option<&'h
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::strategies::{config, hostile_path};
     use proptest::prelude::*;
 
     #[test]
@@ -336,119 +337,6 @@ pub(crate) mod tests {
         assert_eq!(canonical_header_value("a\n b\x0b\tc"), "a\n b\x0b c");
         let declared = vec!["x-currency".to_string()];
         assert_eq!(canonical_vary(&declared, |_| Some("\x0c CHF \r")), "x-currency=\x0c CHF \r");
-    }
-
-    /// Cases for the property tests; failures are not persisted to files (the shrunk input is
-    /// in the failure message).
-    pub(crate) fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-    }
-
-    /// One piece of a hostile request path: separators, dot segments plain and encoded, encoded
-    /// separators, double encodings, unreserved characters encoded, bad encodings, characters
-    /// a URL parser rewrites, and raw or encoded non-ASCII.
-    fn hostile_piece() -> impl Strategy<Value = String> {
-        const PIECES: &[&str] = &[
-            "/",
-            "/",
-            "/",
-            "//",
-            ".",
-            "..",
-            "/./",
-            "/../",
-            "%2e",
-            "%2E",
-            "%2e%2E",
-            ".%2e",
-            "%2f",
-            "%2F",
-            "%5c",
-            "%5C",
-            "%25",
-            "%252e",
-            "%2525",
-            "%41",
-            "%61",
-            "%7e",
-            "%7E",
-            "%2d",
-            "%5F",
-            "%30",
-            "%00",
-            "%01",
-            "%1f",
-            "%7f",
-            "%20",
-            "%3f",
-            "%23",
-            "%3b",
-            "%c3%a9",
-            "%C3%A9",
-            "%e2%82%ac",
-            "%",
-            "%4",
-            "%zz",
-            "%g0",
-            "a",
-            "B",
-            "z9",
-            "~",
-            "-",
-            "_",
-            "api",
-            "API",
-            "x",
-            "\\",
-            ";",
-            " ",
-            "\t",
-            "?",
-            "#",
-            "\"",
-            "{",
-            "}",
-            "<",
-            ">",
-            "`",
-            "^",
-            "|",
-            "[",
-            "]",
-            "@",
-            ":",
-            "=",
-            "&",
-            "+",
-            "$",
-            "!",
-            "'",
-            "(",
-            ")",
-            "*",
-            ",",
-            "é",
-            "\u{1F600}",
-            "\u{7f}",
-            "\u{0}",
-        ];
-        let encode = |bytes: &[u8], upper: bool| -> String {
-            bytes.iter().map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect()
-        };
-        prop_oneof![
-            6 => prop::sample::select(PIECES).prop_map(str::to_string),
-            1 => (any::<u8>(), any::<bool>()).prop_map(move |(b, upper)| encode(&[b], upper)),
-            1 => (any::<char>(), any::<bool>()).prop_map(move |(c, upper)| {
-                encode(c.encode_utf8(&mut [0; 4]).as_bytes(), upper)
-            }),
-        ]
-    }
-
-    /// A hostile request path of fewer than `pieces` pieces: mostly starting with '/', sometimes
-    /// not.
-    pub(crate) fn hostile_path(pieces: usize) -> impl Strategy<Value = String> {
-        let tail = move || prop::collection::vec(hostile_piece(), 0..pieces).prop_map(|pieces| pieces.concat());
-        prop_oneof![9 => tail().prop_map(|t| format!("/{t}")), 1 => tail()]
     }
 
     fn is_upper_hex(b: u8) -> bool {

@@ -3,16 +3,16 @@
 //! each backend's own faults, render locks, and how a site's keys spread over a cluster.
 
 use crate::common::{DEADLINE, scratch_db, wait_until};
-use mizan_render::cache::memory::MemoryStore;
-use mizan_render::cache::meta::purge_tags;
-use mizan_render::cache::redis::names::bucket;
-use mizan_render::cache::redis::{BUCKETS, RedisStore};
-use mizan_render::cache::sqlite::SqliteStore;
-use mizan_render::cache::{
+use mizan_cache::memory::MemoryStore;
+use mizan_cache::meta::purge_tags;
+use mizan_cache::redis::names::bucket;
+use mizan_cache::redis::{BUCKETS, RedisStore};
+use mizan_cache::sqlite::SqliteStore;
+use mizan_cache::testing::{RedisCluster, RedisServer};
+use mizan_cache::{
     CacheError, Dependency, Entry, Freshness, Generations, Kind, LockOutcome, Meta, PurgeMode, PutOutcome, Store,
     now_ms,
 };
-use mizan_render::testing::{RedisCluster, RedisServer};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! always holds a larger fence than an earlier one.
 //!
 //! A holder whose render outlived its lock may still try to store: its fenced put
-//! ([`crate::cache::Store::put_fenced`], the put script with the fence) is dropped as
+//! ([`crate::Store::put_fenced`], the put script with the fence) is dropped as
 //! superseded if the lock now holds another fence or a larger fence has stored since, so an
 //! expired holder never writes over a newer render; if nobody took the lock meanwhile, it
 //! stores. A stored fenced put records its fence in `w:<k>` (with the entry's lifetime) and
@@ -13,11 +13,11 @@
 
 use super::names::bucket;
 use super::{RedisStore, unavailable};
-use crate::cache::CacheError;
-use crate::cache::store::{Fence, LockOutcome};
+use crate::CacheError;
+use crate::store::{Fence, LockOutcome};
 
 impl RedisStore {
-    /// [`crate::cache::Store::lock`]: one script in the key's bucket.
+    /// [`crate::Store::lock`]: one script in the key's bucket.
     pub(super) async fn take_lock(&self, key: &str, ttl_ms: u64) -> Result<LockOutcome, CacheError> {
         let mut invocation = self.lock.key(self.names.lock(key));
         invocation.key(self.names.fence_counter(bucket(key))).key(self.names.written(key)).arg(ttl_ms.max(1));
@@ -26,7 +26,7 @@ impl RedisStore {
         Ok(if taken == 1 { LockOutcome::Acquired(value) } else { LockOutcome::Held { ttl_ms: value } })
     }
 
-    /// [`crate::cache::Store::unlock`]: deletes the lock if it still holds `fence`.
+    /// [`crate::Store::unlock`]: deletes the lock if it still holds `fence`.
     pub(super) async fn release_lock(&self, key: &str, fence: Fence) -> Result<(), CacheError> {
         let mut invocation = self.unlock.key(self.names.lock(key));
         invocation.arg(fence);

@@ -398,7 +398,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::{CHUNK, MemoryStore};
-    use crate::cache::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
+    use crate::{Entry, Generations, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
     use serde_json::{Map, Value, json};
     use std::time::Duration;
 
@@ -440,7 +440,7 @@ mod tests {
         let other = read(&store, 1).await;
         store.put(entry("other", 1, &other, "other")).await.unwrap();
         let paused = store.inner.pause.arm();
-        let crate::cache::store::Paused { reached, resume, .. } = paused;
+        let crate::store::Paused { reached, resume, .. } = paused;
         let purge = tokio::spawn({
             let store = store.clone();
             async move { store.purge("hot", &id(0), mode).await.unwrap() }
@@ -514,7 +514,7 @@ mod tests {
             store.put(entry(&format!("m{i}"), 0, &before, "old")).await.unwrap();
         }
         let paused = store.inner.pause.arm();
-        let crate::cache::store::Paused { reached, resume, done } = paused;
+        let crate::store::Paused { reached, resume, done } = paused;
         let purge = tokio::spawn({
             let store = store.clone();
             async move { store.purge("hot", &id(0), PurgeMode::Hard).await.unwrap() }

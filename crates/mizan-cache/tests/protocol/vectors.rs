@@ -3,8 +3,8 @@
 //! never changes a pinned value).
 
 use crate::common::root;
-use mizan_render::cache::Keys;
-use mizan_render::cache::key::{PageKeyParts, jcs};
+use mizan_cache::Keys;
+use mizan_cache::key::{PageKeyParts, jcs};
 use serde_json::{Map, Value};
 
 fn params(text: &str) -> Map<String, Value> {

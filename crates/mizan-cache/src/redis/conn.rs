@@ -10,7 +10,7 @@
 use super::sentinel::Failover;
 use super::unavailable;
 use super::url::{Target, Tls, Topology};
-use crate::cache::CacheError;
+use crate::CacheError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;

@@ -1,6 +1,10 @@
 //! The Mizan cache protocol (docs/protocol.md): keys, metadata, purge by tag with
 //! generations, the `X-Mizan-Invalidate` header and purge signatures, and the three stores
-//! that implement it with identical semantics: memory (default), SQLite and Redis.
+//! that implement it with identical semantics: memory (default), SQLite and Redis (one
+//! server, a Redis Cluster, or a Sentinel service), plus the memory tier in front of Redis.
+//!
+//! The render node (`mizan-render`, as `mizan_render::cache`) and the origin side share this
+//! crate; it does not depend on V8, so its tests build and run without it.
 
 pub mod invalidate;
 pub mod key;
@@ -11,6 +15,9 @@ pub mod redis;
 pub mod signature;
 pub mod sqlite;
 mod store;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
+pub mod testing;
 pub mod tiered;
 
 pub use key::Keys;

@@ -2,10 +2,10 @@
 //! gaps, restarts, freezes and shutdown.
 
 use super::TieredStore;
-use crate::cache::redis::RedisStore;
-use crate::cache::store::Paused;
-use crate::cache::{Entry, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
+use crate::redis::RedisStore;
+use crate::store::Paused;
 use crate::testing::{DEADLINE, RedisServer, wait_until};
+use crate::{Entry, Meta, PurgeMode, PutOutcome, Store, dependency_tags, now_ms};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value, json};
 use std::future::ready;

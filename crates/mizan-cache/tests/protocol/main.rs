@@ -1,0 +1,8 @@
+//! The cache protocol's integration tests, one binary with no V8: the conformance suite on
+//! every store (memory, SQLite, one Redis, a Redis Cluster), the pinned key vectors, and Redis
+//! reached by URL (TLS, Sentinel).
+
+mod cache;
+mod common;
+mod redis_urls;
+mod vectors;
