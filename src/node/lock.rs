@@ -1,6 +1,6 @@
 //! One render per miss across nodes: a flight's leader asks the store for the page's render
-//! lock before it reads generations or fetches anything ([`Node::claim`]). Local coalescing
-//! comes first, so a node asks once per key, not once per request.
+//! lock before it reads generations or fetches anything ([`Node::claim_or_answer`]). Local
+//! coalescing comes first, so a node asks once per key, not once per request.
 //!
 //! - **Acquired**: unless the page landed in the store meanwhile (another node stored it and
 //!   released the lock between this node's miss and its lock: one more look), this node
@@ -25,7 +25,7 @@
 //! other node's render, and serves the whole page from the store once it lands.
 
 use super::Node;
-use super::page::Target;
+use super::page::{Flown, Provenance, Target};
 use crate::cache::{Entry, Fence, Freshness, LockOutcome, Store};
 use crate::metrics::{LockAnswer, WaitEnd};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl Keep {
 }
 
 /// What the store said, and what the flight does about it.
-pub(super) enum Claim {
+enum Claim {
     /// Render; with the lock held when there is one.
     Render(Option<LockGuard>),
     /// Another node rendered the page meanwhile: serve it.
@@ -184,10 +184,21 @@ impl Drop for LockGuard {
 }
 
 impl Node {
+    /// What a flight does first: `Ok` to render (holding the page's render lock when there is
+    /// one), or `Err` with its answer instead: the page another node rendered, or the stale
+    /// page `keep` offers.
+    pub(super) async fn claim_or_answer(&self, target: &Target, keep: Keep) -> Result<Option<LockGuard>, Flown> {
+        match self.claim(target, &keep).await {
+            Claim::Render(lock) => Ok(lock),
+            Claim::Serve(page) => Err(Flown::from_store(page, Provenance::Awaited)),
+            Claim::Skip => keep.page().map_or(Ok(None), |page| Err(Flown::from_store(page, Provenance::Kept))),
+        }
+    }
+
     /// Asks for the render lock of `target`'s page and decides what the flight does: render
     /// (holding it, or without one), serve the page another node rendered, or keep the page
     /// `keep` offers.
-    pub(super) async fn claim(&self, target: &Target, keep: &Keep) -> Claim {
+    async fn claim(&self, target: &Target, keep: &Keep) -> Claim {
         let Some(lock) = self.render_lock else { return Claim::Render(None) };
         let started = Instant::now();
         let stats = &self.stats.locks;

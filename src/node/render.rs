@@ -4,7 +4,7 @@
 //! Buffered flights run here; streaming ones ([`super::stream`]) use the same parts.
 
 use super::Node;
-use super::lock::{Claim, Keep, LockGuard};
+use super::lock::{Keep, LockGuard};
 use super::page::{Flown, MAX_LIFETIME_S, PUT_WAIT, PageError, PageOutcome, Provenance, Sharing, Target, Timing};
 use super::quarantine::Outcome;
 use crate::abi::{DependencyData, DependencyError, PageInput, RawJson};
@@ -77,16 +77,12 @@ impl Node {
     }
 
     /// One flight: render `url` and store it under `key` unless a purge moved on meanwhile;
-    /// under the page's render lock when the store has them ([`Node::claim`]), or instead the
-    /// page another node rendered, or the stale page the flight `keep`s.
+    /// under the page's render lock when the store has them ([`Node::claim_or_answer`]), or
+    /// instead the page another node rendered, or the stale page the flight `keep`s.
     pub(super) async fn render_and_store(self: Arc<Self>, target: Arc<Target>, keep: Keep) -> PageOutcome {
-        let lock = match self.claim(&target, &keep).await {
-            Claim::Render(lock) => lock,
-            Claim::Serve(page) => return Ok(Flown::from_store(page, Provenance::Awaited)),
-            Claim::Skip => match keep.page() {
-                Some(page) => return Ok(Flown::from_store(page, Provenance::Kept)),
-                None => None,
-            },
+        let lock = match self.claim_or_answer(&target, keep).await {
+            Ok(lock) => lock,
+            Err(answer) => return Ok(answer),
         };
         let generations = self.generations(&target).await;
         let (page, sharing, timing) =

@@ -10,7 +10,7 @@
 
 use super::Node;
 use super::coalesce::Pilot;
-use super::lock::{Claim, Keep};
+use super::lock::Keep;
 use super::page::{Flown, PageError, PageOutcome, Provenance, Sharing, Target, Timing};
 use super::render::{Rendering, etag, shareable};
 use crate::cache::Entry;
@@ -33,15 +33,10 @@ impl Node {
         keep: Keep,
     ) -> PageOutcome {
         let route = &self.manifest.routes[target.matched.index];
-        let lock = match self.claim(&target, &keep).await {
-            Claim::Render(lock) => lock,
-            // Another node rendered it: the whole page, from the store (a node cannot stream
-            // another's render).
-            Claim::Serve(page) => return Ok(Flown::from_store(page, Provenance::Awaited)),
-            Claim::Skip => match keep.page() {
-                Some(page) => return Ok(Flown::from_store(page, Provenance::Kept)),
-                None => None,
-            },
+        // Another node's render comes whole, from the store (a node cannot stream it).
+        let lock = match self.claim_or_answer(&target, keep).await {
+            Ok(lock) => lock,
+            Err(answer) => return Ok(answer),
         };
         let generations = self.generations(&target).await;
         let prepared = self.prepare(&target, generations.as_ref(), Vec::new()).await.map_err(Arc::new)?;
