@@ -40,27 +40,27 @@ impl NodeProcess {
         self.health().await.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
     }
 
+    /// `POST path` with `body`, signed as an admin request now; panics unless it answers 200.
+    async fn signed(&self, path: &str, body: Vec<u8>) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let signature = sign(&Keys::from_secret(SECRET.as_bytes(), false).unwrap(), now, &body);
+        let request = self.client.post(format!("{}{path}", self.url)).header("x-mizan-signature", signature);
+        let answer = read(request.body(body).send().await.unwrap()).await;
+        assert_eq!(answer.status, 200, "{path} refused: {}", answer.body);
+    }
+
     /// A signed hard purge of `product_detail` `{"id": id}` through this node; panics unless it
     /// is acknowledged.
     async fn purge_product(&self, id: u64) {
-        let body = json!({"purge": [{"context": "product_detail", "params": {"id": id}}], "mode": "hard"}).to_string();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let signature = sign(&Keys::from_secret(SECRET.as_bytes(), false).unwrap(), now, body.as_bytes());
-        let request = self.client.post(format!("{}/_mizan/purge", self.url)).header("x-mizan-signature", signature);
-        let answer = read(request.body(body).send().await.unwrap()).await;
-        assert_eq!(answer.status, 200, "purge refused: {}", answer.body);
+        let body = json!({"purge": [{"context": "product_detail", "params": {"id": id}}], "mode": "hard"});
+        self.signed("/_mizan/purge", body.to_string().into_bytes()).await;
     }
 
     /// A signed `POST /_mizan/reload`; panics unless it is swapped in.
     async fn reload(&self) {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         // A body of its own: the same signed body twice is a replay.
-        let body = format!("{{\"at\": {}}}", since_epoch.as_nanos()).into_bytes();
-        let now = since_epoch.as_secs();
-        let signature = sign(&Keys::from_secret(SECRET.as_bytes(), false).unwrap(), now, &body);
-        let request = self.client.post(format!("{}/_mizan/reload", self.url)).header("x-mizan-signature", signature);
-        let answer = read(request.body(body).send().await.unwrap()).await;
-        assert_eq!(answer.status, 200, "reload refused: {}", answer.body);
+        self.signed("/_mizan/reload", format!("{{\"at\": {}}}", since_epoch.as_nanos()).into_bytes()).await;
     }
 
     /// SIGKILL, as a crash: no lock is released, nothing is flushed.
