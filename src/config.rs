@@ -393,7 +393,7 @@ impl Resolved {
         let _ = writeln!(out, "# secret: {secret}");
         let quote = |v: &str| toml::Value::String(v.to_string()).to_string();
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| quote(&p.display().to_string()));
-        let store = StoreConfig::from_str_or_raw(s.store.as_deref().unwrap_or("memory"));
+        let store = printable_store(s.store.as_deref().unwrap_or("memory"));
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let rows: Vec<(&'static str, Option<String>, String)> = vec![
             ("manifest", path(&s.manifest), "(required)".into()),
@@ -451,15 +451,13 @@ impl Resolved {
     }
 }
 
-impl StoreConfig {
-    /// The store setting as it may be printed: parsed and redacted, or, when it does not
-    /// parse, only its scheme.
-    fn from_str_or_raw(text: &str) -> String {
-        match text.parse::<StoreConfig>() {
-            Ok(StoreConfig::Memory(_)) => "memory".into(),
-            Ok(store) => store.redacted(),
-            Err(_) => crate::cache::redis::Target::redact(text),
-        }
+/// The store setting as it may be printed: parsed and redacted, or, when it does not parse,
+/// only its scheme.
+fn printable_store(text: &str) -> String {
+    match text.parse::<StoreConfig>() {
+        Ok(StoreConfig::Memory(_)) => "memory".into(),
+        Ok(store) => store.redacted(),
+        Err(_) => crate::cache::redis::Target::redact(text),
     }
 }
 

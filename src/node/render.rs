@@ -345,30 +345,7 @@ impl Node {
             (key, fetched.directives.no_store, &fetched.answer, policy, generations)
         {
             let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
-            let meta = Meta {
-                v: 1,
-                kind: Kind::Data,
-                key,
-                status: 200,
-                headers: vec![("content-type".into(), "application/json".into())],
-                created_at: self.clock.now(),
-                ttl_s: ttl,
-                swr_s: swr,
-                sie_s: sie,
-                deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
-                etag: None,
-                // The generations of this dependency's own tags, read when the render started.
-                generation: dependency_tags([(context, params)])
-                    .into_iter()
-                    .map(|tag| {
-                        let g = generations.get(&tag).copied().unwrap_or(0);
-                        (tag, g)
-                    })
-                    .collect(),
-                render: None,
-                stale_at: None,
-                extra: Map::new(),
-            };
+            let meta = Meta::data(key, context, params, self.clock.now(), (ttl, swr, sie), generations);
             let body = Bytes::copy_from_slice(data.get().as_bytes());
             if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
                 self.store_failed("put", &e);

@@ -4,10 +4,13 @@
 //!
 //! The header is split into members at top-level commas and each member is parsed on its
 //! own, so one malformed member is skipped (and reported) without losing the others.
+//!
+//! [`header`] writes one (the origin's side, `mizan_cache.invalidate_header` in Python),
+//! refusing what the header cannot carry so that what [`parse`] reads back is what was meant.
 
 use super::PurgeMode;
 use serde_json::{Map, Value};
-use sfv::{BareItem, Item, Parser};
+use sfv::{BareItem, Decimal, Integer, Item, KeyRef, ListSerializer, Parser, RefBareItem, StringRef, TokenRef};
 
 /// One purge asked for by the origin.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,62 @@ pub fn parse(header: &str) -> (Vec<Invalidation>, Vec<String>) {
     (purges, skipped)
 }
 
+/// The header value asking for `purges`, or what cannot be written: a context that is not an
+/// identifier, a param name that is not an RFC 8941 key (lower case) or is `soft`, a value
+/// that is not an integer within ±999,999,999,999,999, a decimal with at most three
+/// fraction digits, a boolean, or a printable-ASCII string (objects, arrays, null and
+/// other strings cannot travel in the header: purge those by API). `None` when `purges` is
+/// empty: send no header.
+pub fn header(purges: &[Invalidation]) -> Result<Option<String>, String> {
+    let mut list = ListSerializer::new();
+    for purge in purges {
+        let context = TokenRef::from_str(&purge.context)
+            .ok()
+            .filter(|_| is_context_name(&purge.context))
+            .ok_or_else(|| format!("{:?} is not a context name", purge.context))?;
+        let mut item = list.bare_item(context);
+        for (name, value) in &purge.params {
+            let what = |why: &str| format!("param {name:?} of {}: {why}", purge.context);
+            let key = KeyRef::from_str(name).map_err(|_| what("its name is not a header key (a-z, 0-9, _ - . *)"))?;
+            if name == "soft" {
+                return Err(what("`soft` is the mode's name, not a param's"));
+            }
+            item = match value {
+                Value::Bool(b) => item.parameter(key, RefBareItem::Boolean(*b)),
+                Value::String(text) => {
+                    let text = StringRef::from_str(text)
+                        .map_err(|_| what("a string in the header must be printable ASCII"))?;
+                    item.parameter(key, RefBareItem::String(text))
+                }
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => {
+                        let i =
+                            Integer::try_from(i).map_err(|_| what("integers in the header are at most 15 digits"))?;
+                        item.parameter(key, RefBareItem::Integer(i))
+                    }
+                    None => {
+                        let f = n.as_f64().unwrap_or(f64::NAN);
+                        let d = Decimal::try_from(f).ok().filter(|d| f64::from(*d) == f).ok_or_else(|| {
+                            what("a decimal in the header has at most 12 integer and 3 fraction digits")
+                        })?;
+                        item.parameter(key, RefBareItem::Decimal(d))
+                    }
+                },
+                _ => return Err(what("objects, arrays and null cannot travel in the header")),
+            };
+        }
+        if purge.mode == PurgeMode::Soft {
+            let _ = item.parameter(KeyRef::constant("soft"), RefBareItem::Boolean(true));
+        }
+    }
+    Ok(list.finish())
+}
+
+fn is_context_name(context: &str) -> bool {
+    context.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && context.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Splits at commas outside quoted strings.
 fn split_members(header: &str) -> Vec<&str> {
     let mut members = Vec::new();
@@ -64,9 +123,7 @@ fn parse_member(member: &str) -> Result<Invalidation, String> {
         BareItem::String(s) => s.as_str().to_string(),
         _ => return Err("the member must be a context name (token or string)".into()),
     };
-    let identifier = context.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && context.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !identifier {
+    if !is_context_name(&context) {
         return Err(format!("{context:?} is not a context name"));
     }
     let mut params = Map::new();
@@ -143,5 +200,41 @@ mod tests {
         assert_eq!(parse("").0, vec![]);
         assert_eq!(parse(" , ,").0, vec![]);
         assert_eq!(parse("\u{0}").0, vec![]);
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let purges = vec![
+            purge("product_detail", json!({"id": 42}), PurgeMode::Hard),
+            purge("product_list", json!({}), PurgeMode::Hard),
+            purge("cart", json!({"user": "u1"}), PurgeMode::Soft),
+            purge("search", json!({"q": "a, \"b\"", "exact": true, "min": 1.5, "n": -3}), PurgeMode::Hard),
+        ];
+        let written = header(&purges).unwrap().unwrap();
+        assert_eq!(
+            written,
+            r#"product_detail;id=42, product_list, cart;user="u1";soft, search;exact;min=1.5;n=-3;q="a, \"b\"""#
+        );
+        let (read, skipped) = parse(&written);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(read, purges);
+        assert_eq!(header(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_what_the_header_cannot_carry() {
+        for (context, params, why) in [
+            ("product-detail", json!({}), "not a context name"),
+            ("p", json!({"Id": 1}), "not a header key"),
+            ("p", json!({"soft": true}), "mode's name"),
+            ("p", json!({"q": "caf\u{e9}"}), "printable ASCII"),
+            ("p", json!({"q": {"a": 1}}), "objects"),
+            ("p", json!({"q": null}), "objects"),
+            ("p", json!({"n": 1_000_000_000_000_000_i64}), "15 digits"),
+            ("p", json!({"x": 0.1234}), "3 fraction digits"),
+        ] {
+            let error = header(&[purge(context, params, PurgeMode::Hard)]).unwrap_err();
+            assert!(error.contains(why), "{context}: {error}");
+        }
     }
 }

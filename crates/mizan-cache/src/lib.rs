@@ -10,6 +10,7 @@ pub mod invalidate;
 pub mod key;
 pub mod memory;
 pub mod meta;
+mod open;
 pub mod purge;
 pub mod redis;
 pub mod signature;
@@ -22,6 +23,7 @@ pub mod tiered;
 
 pub use key::Keys;
 pub use meta::{Dependency, Freshness, Kind, Meta, dependency_tags};
+pub use open::StoreConfig;
 pub use store::{
     Entry, Fence, GENERATION_TTL_MS, Generations, LockOutcome, PurgeMode, PutOutcome, Store, next_generation, now_ms,
 };

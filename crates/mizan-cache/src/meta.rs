@@ -128,6 +128,43 @@ impl Meta {
         }
     }
 
+    /// The metadata of a context's data entry (the JSON of its `data`): what the node writes
+    /// after asking the origin, and what the origin writes itself (`mizan_cache.Cache.put_data`).
+    /// `generations` were read before the data was computed; each of the dependency's own tags
+    /// records its generation from them (0 if absent).
+    pub fn data(
+        key: String,
+        context: &str,
+        params: &Map<String, Value>,
+        created_at: u64,
+        (ttl_s, swr_s, sie_s): (u64, u64, u64),
+        generations: &BTreeMap<String, u64>,
+    ) -> Meta {
+        Meta {
+            v: 1,
+            kind: Kind::Data,
+            key,
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            created_at,
+            ttl_s,
+            swr_s,
+            sie_s,
+            deps: vec![Dependency { context: context.to_string(), params: params.clone() }],
+            etag: None,
+            generation: dependency_tags([(context, params)])
+                .into_iter()
+                .map(|tag| {
+                    let generation = generations.get(&tag).copied().unwrap_or(0);
+                    (tag, generation)
+                })
+                .collect(),
+            render: None,
+            stale_at: None,
+            extra: Map::new(),
+        }
+    }
+
     /// The purge tags of the entry: `c:<context>` and `c:<context>:<name>=<JCS(value)>` for
     /// each dependency, without duplicates.
     pub fn tags(&self) -> Vec<String> {
