@@ -1,0 +1,306 @@
+"""Django integration: context functions served under the origin protocol with their data
+cached under the cache protocol, and mutations that purge what they change.
+
+Settings (all optional)::
+
+    MIZAN_CACHE = {
+        "URL": "redis://127.0.0.1:6379/0",  # or "memory" (the default), "sqlite:/path/cache.db"
+        "SITE": "shop",                     # the manifest's "site": keys are namespaced by it
+        "SECRET": None,                     # default: the MIZAN_SECRET environment variable
+        "DEV": False,                       # True accepts the published example secret
+        "MEMORY_MB": 256,                   # the bound of the "memory" store
+    }
+
+An origin whose ``URL`` names the store its render nodes use (the same Redis, or the same
+SQLite file), with the same ``SITE`` and secret, shares one cache with them: data the origin
+computed is rendered from without asking it again, and a mutation's purge removes the pages
+built from what it changed before its response leaves the origin.
+
+Contexts::
+
+    from mizan_cache.django import context, ContextError
+
+    @context("product_detail", ttl=60, swr=300, sie=86400)
+    def product_detail(request, params):
+        product = Product.objects.filter(pk=params.get("id")).first()
+        if product is None:
+            raise ContextError(404, "NotFound", f"No product with id {params.get('id')}")
+        return {"id": product.pk, "name": product.name}
+
+    @context("cart", cache=False)  # never cached: Cache-Control: no-store
+    def cart(request, params):
+        ...
+
+    # urls.py: the origin protocol's endpoint, GET /_mizan/ctx/<context>?params=<JSON>
+    path("_mizan/ctx/<str:context>", mizan_cache.django.context_view)
+
+Mutations::
+
+    @invalidates(lambda request, product_id: [("product_detail", {"id": product_id}), "product_list"])
+    def update_product(request, product_id):
+        ...
+
+or, inside a view, ``invalidate(response, ("product_detail", {"id": 42}))``. Either purges
+the origin's cache now and adds the targets to the response's ``X-Mizan-Invalidate``, which
+the render node's proxy turns into the same purge of its own store.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_cache_control
+
+from . import EXAMPLE_SECRET, Cache, MizanCacheError, invalidate_header
+
+__all__ = [
+    "ContextError",
+    "context",
+    "context_view",
+    "serve",
+    "contexts",
+    "get_cache",
+    "invalidate",
+    "invalidates",
+]
+
+logger = logging.getLogger("mizan_cache")
+
+Target = Union[str, tuple]
+"""A context name, (context, params) or (context, params, "soft")."""
+
+
+class ContextError(Exception):
+    """An error a context function raises for the node to show: ``{"error": {"type", "status",
+    "message"}}`` with ``status`` as the HTTP status (what the frontend's ``DjangoError`` reads)."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+    def response(self) -> HttpResponse:
+        body = json.dumps({"error": {"type": self.type, "status": self.status, "message": self.message}})
+        return HttpResponse(body, status=self.status, content_type="application/json")
+
+
+@dataclass(frozen=True)
+class Context:
+    """A registered context function and how its data is cached."""
+
+    name: str
+    function: Callable[[HttpRequest, dict], Any]
+    cache: bool
+    ttl: int
+    swr: int
+    sie: int
+
+
+_contexts: dict[str, Context] = {}
+
+
+def contexts() -> dict[str, Context]:
+    """The registered contexts by name."""
+    return dict(_contexts)
+
+
+def context(name: Optional[str] = None, *, cache: bool = True, ttl: int = 60, swr: int = 0, sie: int = 0):
+    """Registers ``function(request, params)`` as the context ``name`` (default: the
+    function's name). It returns the context's data (anything ``DjangoJSONEncoder`` writes),
+    raises ``ContextError``, or returns an ``HttpResponse`` of its own (never cached: use it
+    for an answer meant for one requester, with ``Cache-Control: private``).
+
+    ``cache=True``: the data is cached under its data key for ``ttl`` seconds (then servable
+    stale for ``swr``, and on errors for ``sie`` more), the same entry the render node reads
+    and writes; the function must then depend on its params alone, never on the requester.
+    ``cache=False``: never cached, answered with ``Cache-Control: no-store``.
+    Use the manifest's ``ttl``/``swr``/``sie`` for the context, so both sides agree.
+    """
+
+    def register(function):
+        key = name or function.__name__
+        if key in _contexts and _contexts[key].function is not function:
+            raise ImproperlyConfigured(f"context {key!r} is registered twice")
+        for label, value in (("ttl", ttl), ("swr", swr), ("sie", sie)):
+            if not isinstance(value, int) or value < 0:
+                raise ImproperlyConfigured(f"context {key!r}: {label} must be a whole number of seconds, not {value!r}")
+        _contexts[key] = Context(key, function, cache, ttl, swr, sie)
+        return function
+
+    return register
+
+
+_cache: Optional[tuple[int, Cache]] = None
+_cache_lock = threading.Lock()
+
+
+def get_cache() -> Cache:
+    """This process's cache, opened from ``settings.MIZAN_CACHE`` on first use (and again in a
+    process forked after that: gunicorn's workers each open their own)."""
+    global _cache
+    pid = os.getpid()
+    opened = _cache
+    if opened is not None and opened[0] == pid:
+        return opened[1]
+    with _cache_lock:
+        if _cache is None or _cache[0] != pid:
+            _cache = (pid, _open())
+        return _cache[1]
+
+
+def _open() -> Cache:
+    config = dict(getattr(settings, "MIZAN_CACHE", None) or {})
+    unknown = set(config) - {"URL", "SITE", "SECRET", "DEV", "MEMORY_MB"}
+    if unknown:
+        raise ImproperlyConfigured(f"MIZAN_CACHE has unknown keys: {', '.join(sorted(unknown))}")
+    dev = bool(config.get("DEV", False))
+    secret = config.get("SECRET") or os.environ.get("MIZAN_SECRET")
+    if not secret:
+        if not dev:
+            raise ImproperlyConfigured(
+                "mizan_cache needs the render node's secret: set MIZAN_SECRET in the environment "
+                "(or MIZAN_CACHE['SECRET']), or MIZAN_CACHE['DEV'] = True for the example secret"
+            )
+        secret = EXAMPLE_SECRET
+    try:
+        return Cache(
+            config.get("URL", "memory"),
+            site=config.get("SITE", "default"),
+            secret=secret,
+            dev=dev,
+            memory_mb=int(config.get("MEMORY_MB", 256)),
+        )
+    except MizanCacheError as e:
+        raise ImproperlyConfigured(f"MIZAN_CACHE: {e}") from e
+
+
+def reset_cache() -> None:
+    """Forgets this process's cache (tests that change ``settings.MIZAN_CACHE``)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _data_response(body: bytes) -> HttpResponse:
+    return HttpResponse(b'{"data":' + body + b"}", content_type="application/json")
+
+
+def context_view(request: HttpRequest, context: str) -> HttpResponse:
+    """The origin protocol's endpoint: ``GET /_mizan/ctx/<context>?params=<JSON object>``."""
+    try:
+        params = json.loads(request.GET.get("params", "{}"))
+    except ValueError:
+        return ContextError(400, "BadParams", "params is not JSON").response()
+    if not isinstance(params, dict):
+        return ContextError(400, "BadParams", "params must be an object").response()
+    return serve(request, context, params)
+
+
+def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
+    """The answer of context ``name`` for ``params``: from the cache when fresh there,
+    else from its function (and into the cache, unless a purge ran meanwhile)."""
+    ctx = _contexts.get(name)
+    if ctx is None:
+        return ContextError(404, "UnknownContext", f"No context {name}").response()
+    if not ctx.cache:
+        response = _call(ctx, request, params)
+        patch_cache_control(response, no_store=True)
+        return response
+    cache = get_cache()
+    generations = None
+    try:
+        body = cache.get_data(name, params)
+        if body is not None:
+            return _data_response(body)
+        # Read before the data is computed: a purge that runs while it is computed moves
+        # one of these, and the put below is then dropped instead of storing old data.
+        generations = cache.data_generations(name, params)
+    except MizanCacheError as e:
+        # The cache is an optimisation: the origin answers without it.
+        logger.warning("mizan_cache: %s unavailable for %s (%s); answering without it", cache.backend, name, e)
+    try:
+        data = ctx.function(request, params)
+    except ContextError as e:
+        return e.response()
+    if isinstance(data, HttpResponse):
+        return data
+    body = _encode(data)
+    if generations is not None:
+        try:
+            cache.put_data(name, params, body, ttl=ctx.ttl, swr=ctx.swr, sie=ctx.sie, generations=generations)
+        except MizanCacheError as e:
+            logger.warning("mizan_cache: could not store %s (%s)", name, e)
+    return _data_response(body)
+
+
+def _call(ctx: Context, request: HttpRequest, params: dict) -> HttpResponse:
+    try:
+        data = ctx.function(request, params)
+    except ContextError as e:
+        return e.response()
+    if isinstance(data, HttpResponse):
+        return data
+    return _data_response(_encode(data))
+
+
+def invalidate(response: HttpResponse, *targets: Target, cache: Optional[Cache] = None) -> HttpResponse:
+    """Purges ``targets`` from the origin's cache now, and adds them to ``response``'s
+    ``X-Mizan-Invalidate`` for the render node. A target is a context name, (context,
+    params) or (context, params, "soft"). If the origin's cache cannot be reached, the header
+    still goes out (the node purges its store, and retries while that store is down)."""
+    if not targets:
+        return response
+    header = invalidate_header(targets)  # refuses, before anything is purged, what cannot travel
+    cache = cache or get_cache()
+    for target in targets:
+        context, params, mode = _target(target)
+        try:
+            cache.purge(context, params, mode=mode)
+        except MizanCacheError as e:
+            logger.error("mizan_cache: could not purge %s from the origin's cache (%s); the node is still told", context, e)
+    existing = response.get("X-Mizan-Invalidate")
+    response["X-Mizan-Invalidate"] = f"{existing}, {header}" if existing else header
+    return response
+
+
+def _target(target: Target) -> tuple[str, dict, str]:
+    if isinstance(target, str):
+        return target, {}, "hard"
+    context, params, *mode = target
+    return context, dict(params or {}), (mode[0] if mode else "hard")
+
+
+def invalidates(targets: Union[Iterable[Target], Callable[..., Iterable[Target]]]):
+    """A view decorator: when the view answers 2xx, ``invalidate`` its response with
+    ``targets``, or with what ``targets(request, *args, **kwargs)`` returns (the view's own
+    arguments, e.g. ``lambda request, product_id: [("product_detail", {"id": product_id})]``).
+    Errors and redirects purge nothing."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            response = view(request, *args, **kwargs)
+            if 200 <= response.status_code < 300:
+                chosen = targets(request, *args, **kwargs) if callable(targets) else targets
+                invalidate(response, *chosen)
+            return response
+
+        return wrapped
+
+    return decorate
