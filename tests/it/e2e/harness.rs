@@ -24,13 +24,13 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Self {
-        let mut origin = Self { child: None, port: testing::free_port() };
-        origin.spawn();
-        origin
+        Self::start_with(&[])
     }
 
-    fn spawn(&mut self) {
-        self.child = Some(testing::django_origin(self.port, &[]));
+    /// The origin with `env` set (`MIZAN_CACHE_URL`... for mizan_cache.django).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let port = testing::free_port();
+        Self { child: Some(testing::django_origin(port, env)), port }
     }
 
     pub fn url(&self) -> String {
@@ -185,13 +185,34 @@ impl Harness {
 
     /// A node configured as the harness does, then changed by `configure`.
     pub async fn start_configured(backend: Backend, configure: impl FnOnce(&mut NodeConfig)) -> Self {
-        let origin = Origin::start();
+        Self::start_inner(backend, false, configure).await
+    }
+
+    /// A node whose origin caches its contexts' data in the node's own store (mizan_cache.django
+    /// with `MIZAN_CACHE_URL` the node's SQLite file or Redis, the node's secret and site): one
+    /// cache shared by Django and the node.
+    pub async fn start_sharing(backend: Backend, configure: impl FnOnce(&mut NodeConfig)) -> Self {
+        Self::start_inner(backend, true, configure).await
+    }
+
+    async fn start_inner(backend: Backend, share: bool, configure: impl FnOnce(&mut NodeConfig)) -> Self {
         let (store, redis) = match backend {
             Backend::Memory => (StoreConfig::Memory(64 << 20), None),
             Backend::Sqlite => (StoreConfig::Sqlite(crate::common::scratch_db("e2e")), None),
             Backend::Redis => {
                 let server = RedisServer::start();
                 (StoreConfig::Redis(server.url()), Some(server))
+            }
+        };
+        let origin = match (share, &store) {
+            (false, _) => Origin::start(),
+            (true, StoreConfig::Memory(_)) => panic!("a memory store cannot be shared with the origin"),
+            (true, StoreConfig::Sqlite(path)) => {
+                let url = format!("sqlite:{}", path.display());
+                Origin::start_with(&[("MIZAN_CACHE_URL", &url), ("MIZAN_SECRET", SECRET), ("MIZAN_SITE", "example")])
+            }
+            (true, StoreConfig::Redis(url)) => {
+                Origin::start_with(&[("MIZAN_CACHE_URL", url), ("MIZAN_SECRET", SECRET), ("MIZAN_SITE", "example")])
             }
         };
         let mut configured = NodeConfig {

@@ -40,6 +40,7 @@ mod locks;
 mod observe;
 mod purges;
 mod reload;
+mod shared;
 mod stream;
 
 use crate::common::{DEADLINE, wait_until};
