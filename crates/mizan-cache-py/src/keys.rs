@@ -36,7 +36,7 @@ impl PyKeys {
     }
 
     /// `mz1:p:<hex>`: a page's key, from the request as sent and the route's declarations.
-    #[pyo3(signature = (path, *, site, method = "GET", query = "", declared_query = Vec::new(), declared_vary = Vec::new(), headers = None))]
+    #[pyo3(signature = (path, *, site, method = "GET", query = "", declared_query = None, declared_vary = None, headers = None))]
     #[allow(clippy::too_many_arguments)]
     fn page_key(
         &self,
@@ -44,12 +44,13 @@ impl PyKeys {
         site: &str,
         method: &str,
         query: &str,
-        declared_query: Vec<String>,
-        declared_vary: Vec<String>,
+        declared_query: Option<Vec<String>>,
+        declared_vary: Option<Vec<String>>,
         headers: Option<HashMap<String, String>>,
     ) -> PyResult<String> {
         let headers: HashMap<String, String> =
             headers.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let (declared_query, declared_vary) = (declared_query.unwrap_or_default(), declared_vary.unwrap_or_default());
         let parts = PageKeyParts::new(site, method, path, query, &declared_query, &declared_vary, |name| {
             headers.get(name).map(String::as_str)
         })

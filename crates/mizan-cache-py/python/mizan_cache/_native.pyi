@@ -1,53 +1,67 @@
 """Types of the compiled part of mizan_cache (crates/mizan-cache-py/src). See docs/python.md."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, final
 
 # The exceptions are in mizan_cache.errors (plain Python, so that each can also be a
 # ValueError, ConnectionError...); all are importable from mizan_cache.
 
-JSON = Any
-"""A JSON value: dict, list, str, int, float, bool or None."""
+_JSON = Any
+"""A _JSON value: dict, list, str, int, float, bool or None."""
 
-Params = Mapping[str, JSON]
-"""A context's params: a JSON object."""
+_Params = Mapping[str, _JSON]
+"""A context's params: a _JSON object."""
 
-Target = Union[str, tuple[str, Params], tuple[str, Params, Literal["hard", "soft"]]]
+_Target = Union[str, tuple[str, _Params], tuple[str, _Params, Literal["hard", "soft"]]]
 """What a purge names: a context (all of it), or a context and the params an entry's
 dependency must contain, optionally with its mode."""
 
-Freshness = Literal["fresh", "stale-while-revalidate", "stale-if-error", "expired"]
+_Freshness = Literal["fresh", "stale-while-revalidate", "stale-if-error", "expired"]
+
+__all__ = [
+    "Cache",
+    "Entry",
+    "Keys",
+    "jcs",
+    "dependency_tags",
+    "purge_tags",
+    "invalidate_header",
+    "parse_invalidate",
+    "now_ms",
+    "EXAMPLE_SECRET",
+]
 
 EXAMPLE_SECRET: str
 """The published example secret: accepted only with ``dev=True``."""
 
-def jcs(value: JSON) -> str:
-    """RFC 8785 canonical JSON of ``value``: what keys and purge tags are made of."""
+def jcs(value: _JSON) -> str:
+    """RFC 8785 canonical _JSON of ``value``: what keys and purge tags are made of."""
 
-def dependency_tags(deps: Iterable[tuple[str, Params]]) -> list[str]:
+def dependency_tags(deps: Iterable[tuple[str, _Params]]) -> list[str]:
     """The purge tags of (context, params) dependencies, sorted and unique:
     ``c:<context>`` and ``c:<context>:<name>=<JCS value>`` for each param."""
 
-def purge_tags(context: str, params: Optional[Params] = None) -> list[str]:
+def purge_tags(context: str, params: Optional[_Params] = None) -> list[str]:
     """The tags a purge of ``context`` with ``params`` moves (``c:<context>`` when no params)."""
 
-def invalidate_header(targets: Iterable[Target]) -> str:
+def invalidate_header(targets: Iterable[_Target]) -> str:
     """The ``X-Mizan-Invalidate`` value (an RFC 8941 list) purging ``targets``, e.g.
     ``product_detail;id=42, product_list``. Raises ``ValueError`` for what the header cannot
     carry (a nested param value, a non-ASCII string, a param named ``soft``...)."""
 
-def parse_invalidate(header: str) -> tuple[list[tuple[str, dict[str, JSON], Literal["hard", "soft"]]], list[str]]:
+def parse_invalidate(header: str) -> tuple[list[tuple[str, dict[str, _JSON], Literal["hard", "soft"]]], list[str]]:
     """The purges an ``X-Mizan-Invalidate`` value asks for, and why each skipped member was
     skipped (a malformed member never hides the others)."""
 
 def now_ms() -> int:
     """Unix time in milliseconds, the clock metadata is written in."""
 
+@final
 class Keys:
     """The keys derived from ``MIZAN_SECRET`` (the secret itself is not kept)."""
 
-    def __init__(self, secret: Union[str, bytes], *, dev: bool = False) -> None: ...
-    def data_key(self, context: str, params: Optional[Params] = None) -> str:
+    def __new__(cls, secret: Union[str, bytes], *, dev: bool = False) -> "Keys": ...
+    def data_key(self, context: str, params: Optional[_Params] = None) -> str:
         """``mz1:d:<hex>``: the key of a context's data for ``params``."""
     def page_key(
         self,
@@ -56,8 +70,8 @@ class Keys:
         site: str,
         method: str = "GET",
         query: str = "",
-        declared_query: Sequence[str] = (),
-        declared_vary: Sequence[str] = (),
+        declared_query: Optional[Sequence[str]] = None,
+        declared_vary: Optional[Sequence[str]] = None,
         headers: Optional[Mapping[str, str]] = None,
     ) -> str:
         """``mz1:p:<hex>``: the key of a page, from the request as sent (``path`` and ``query``
@@ -67,10 +81,11 @@ class Keys:
         (seconds; default now): ``t=<t>,v1=<hex HMAC-SHA256>``."""
     def verify(self, signature: Optional[str], body: bytes, now: Optional[int] = None) -> None:
         """Raises ``SignatureError`` unless ``signature`` signs ``body`` within 300 s of ``now``."""
-    def purge_request(self, targets: Iterable[Target], *, mode: Literal["hard", "soft"] = "hard", t: Optional[int] = None) -> tuple[bytes, dict[str, str]]:
+    def purge_request(self, targets: Iterable[_Target], *, mode: Literal["hard", "soft"] = "hard", t: Optional[int] = None) -> tuple[bytes, dict[str, str]]:
         """A signed ``POST /_mizan/purge`` for a node: its body and headers
         (``content-type``, ``x-mizan-signature``)."""
 
+@final
 class Entry:
     """A stored response: its body and metadata (docs/protocol.md, "Metadata")."""
 
@@ -89,13 +104,14 @@ class Entry:
     @property
     def stale_at(self) -> Optional[int]: ...
     @property
-    def meta(self) -> dict[str, JSON]:
+    def meta(self) -> dict[str, _JSON]:
         """The whole metadata, as stored (unknown fields included)."""
-    def freshness(self, now_ms: Optional[int] = None) -> Freshness:
+    def freshness(self, now_ms: Optional[int] = None) -> _Freshness:
         """Where the entry stands at ``now_ms`` (default now) under the protocol's rules."""
-    def json(self) -> JSON:
-        """The body parsed as JSON (a data entry's data)."""
+    def json(self) -> _JSON:
+        """The body parsed as _JSON (a data entry's data)."""
 
+@final
 class Cache:
     """One store under the cache protocol, shared with the render node when both open the
     same SQLite file or Redis (with the same ``site`` and secret).
@@ -106,15 +122,15 @@ class Cache:
     from many threads, and is reopened in a child after ``fork``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         url: str = "memory",
         *,
         site: str = "default",
         secret: Union[str, bytes, None] = None,
         dev: bool = False,
         memory_mb: int = 256,
-    ) -> None: ...
+    ) -> "Cache": ...
     @classmethod
     def from_url(
         cls,
@@ -136,13 +152,13 @@ class Cache:
     # The protocol's ABI.
     def get(self, key: str) -> Optional[Entry]:
         """The entry under ``key`` whatever its freshness, or ``None``."""
-    def put(self, key: str, response: Union[bytes, str], metadata: Mapping[str, JSON]) -> bool:
+    def put(self, key: str, response: Union[bytes, str], metadata: Mapping[str, _JSON]) -> bool:
         """Stores ``response`` under ``key``; ``False`` when a purge moved a tag's generation
         since the ``generation`` the metadata records (the write is dropped). Defaults:
         ``v`` 1, ``key``, ``status`` 200, ``headers`` [], ``created_at`` now, ``swr_s`` and
         ``sie_s`` 0, ``etag`` None, ``generation`` {}; ``kind``, ``ttl_s`` and ``deps`` are
         required."""
-    def purge(self, context: str, params: Optional[Params] = None, *, mode: Literal["hard", "soft"] = "hard") -> int:
+    def purge(self, context: str, params: Optional[_Params] = None, *, mode: Literal["hard", "soft"] = "hard") -> int:
         """Removes (hard) or marks stale (soft) every entry depending on ``context`` whose
         params contain ``params``; returns how many."""
     def generations(self, tags: Iterable[str]) -> dict[str, int]:
@@ -150,15 +166,15 @@ class Cache:
     def remove(self, key: str) -> None: ...
 
     # Context data, written exactly as the node writes it (needs the secret).
-    def data_key(self, context: str, params: Optional[Params] = None) -> str: ...
-    def get_data(self, context: str, params: Optional[Params] = None) -> Optional[bytes]:
-        """The fresh data of ``context`` for ``params`` (its JSON text), or ``None``."""
-    def data_generations(self, context: str, params: Optional[Params] = None) -> dict[str, int]:
+    def data_key(self, context: str, params: Optional[_Params] = None) -> str: ...
+    def get_data(self, context: str, params: Optional[_Params] = None) -> Optional[bytes]:
+        """The fresh data of ``context`` for ``params`` (its _JSON text), or ``None``."""
+    def data_generations(self, context: str, params: Optional[_Params] = None) -> dict[str, int]:
         """Read these before computing the data; pass them to ``put_data``."""
     def put_data(
         self,
         context: str,
-        params: Optional[Params],
+        params: Optional[_Params],
         data: Union[bytes, str],
         *,
         ttl: int,
@@ -166,5 +182,5 @@ class Cache:
         sie: int = 0,
         generations: Mapping[str, int],
     ) -> bool:
-        """Stores ``data`` (JSON text) as the context's data entry; ``False`` when a purge ran
+        """Stores ``data`` (_JSON text) as the context's data entry; ``False`` when a purge ran
         since ``generations`` were read."""

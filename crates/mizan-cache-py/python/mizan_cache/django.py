@@ -54,7 +54,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -279,11 +279,16 @@ def invalidate(response: HttpResponse, *targets: Target, cache: Optional[Cache] 
     return response
 
 
-def _target(target: Target) -> tuple[str, dict, str]:
+def _target(target: Target) -> tuple[str, dict, Literal["hard", "soft"]]:
     if isinstance(target, str):
         return target, {}, "hard"
-    context, params, *mode = target
-    return context, dict(params or {}), (mode[0] if mode else "hard")
+    context, params, *rest = target
+    mode = rest[0] if rest else "hard"
+    if mode == "hard":
+        return context, dict(params or {}), "hard"
+    if mode == "soft":
+        return context, dict(params or {}), "soft"
+    raise ValueError(f"the mode of a purge of {context} must be \"hard\" or \"soft\", not {mode!r}")
 
 
 def invalidates(targets: Union[Iterable[Target], Callable[..., Iterable[Target]]]):
