@@ -219,7 +219,8 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
     if ctx is None:
         return ContextError(404, "UnknownContext", f"No context {name}").response()
     if not ctx.cache:
-        response = _call(ctx, request, params)
+        answer = _run(ctx, request, params)
+        response = answer if isinstance(answer, HttpResponse) else _data_response(answer)
         patch_cache_control(response, no_store=True)
         return response
     cache = get_cache()
@@ -234,13 +235,9 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
     except MizanCacheError as e:
         # The cache is an optimisation: the origin answers without it.
         logger.warning("mizan_cache: %s unavailable for %s (%s); answering without it", cache.backend, name, e)
-    try:
-        data = ctx.function(request, params)
-    except ContextError as e:
-        return e.response()
-    if isinstance(data, HttpResponse):
-        return data
-    body = _encode(data)
+    body = _run(ctx, request, params)
+    if isinstance(body, HttpResponse):
+        return body
     if generations is not None:
         try:
             cache.put_data(name, params, body, ttl=ctx.ttl, swr=ctx.swr, sie=ctx.sie, generations=generations)
@@ -249,14 +246,16 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
     return _data_response(body)
 
 
-def _call(ctx: Context, request: HttpRequest, params: dict) -> HttpResponse:
+def _run(ctx: Context, request: HttpRequest, params: dict) -> Union[HttpResponse, bytes]:
+    """The function's answer: a response (its own, or for the error it raised), or its data
+    encoded as JSON."""
     try:
         data = ctx.function(request, params)
     except ContextError as e:
         return e.response()
     if isinstance(data, HttpResponse):
         return data
-    return _data_response(_encode(data))
+    return _encode(data)
 
 
 def invalidate(response: HttpResponse, *targets: Target, cache: Optional[Cache] = None) -> HttpResponse:
