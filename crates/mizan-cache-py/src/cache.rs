@@ -353,8 +353,10 @@ impl PyEntry {
     /// The whole metadata, as stored.
     #[getter]
     fn meta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        pythonize::pythonize(py, &self.inner.meta)
-            .map_err(|e| error("MetadataError", format!("metadata does not convert: {e}")))
+        let meta = serde_json::to_value(&self.inner.meta).map_err(|e| {
+            error("MetadataError", format!("the metadata of {} does not serialise: {e}", self.inner.meta.key))
+        })?;
+        convert::to_python(py, &meta)
     }
 
     /// The entry's standing at `now_ms` (default now).
@@ -367,7 +369,7 @@ impl PyEntry {
     fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let value: Value = serde_json::from_slice(&self.inner.body)
             .map_err(|e| PyValueError::new_err(format!("the body of {} is not JSON: {e}", self.inner.meta.key)))?;
-        pythonize::pythonize(py, &value).map_err(|e| error("MetadataError", format!("the body does not convert: {e}")))
+        convert::to_python(py, &value)
     }
 
     fn __repr__(&self) -> String {

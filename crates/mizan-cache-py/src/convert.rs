@@ -6,7 +6,7 @@ use mizan_cache::{CacheError, PurgeMode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 use serde_json::{Map, Value};
 
 /// The exception class `name` of `mizan_cache.errors`, imported once.
@@ -45,18 +45,82 @@ pub fn params(value: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Value>> 
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(Map::new());
     };
-    match pythonize::depythonize::<Value>(value) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => {
-            Err(PyTypeError::new_err(format!("params must be a mapping of JSON values, not {}", kind(&other))))
-        }
-        Err(e) => Err(error("MetadataError", format!("params are not JSON: {e}"))),
+    match json(value, "params")? {
+        Value::Object(map) => Ok(map),
+        other => Err(PyTypeError::new_err(format!("params must be a mapping of JSON values, not {}", kind(&other)))),
     }
 }
 
-/// Any JSON value.
+/// Any JSON value, named `what` in errors (`params.tags[2] is a set, which JSON cannot hold`).
 pub fn json(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
-    pythonize::depythonize::<Value>(value).map_err(|e| error("MetadataError", format!("{what} is not JSON: {e}")))
+    to_value(value, what, 0).map_err(|message| error("MetadataError", message))
+}
+
+/// How deep a value may nest: deeper is refused, not a stack overflow.
+const MAX_DEPTH: usize = 128;
+
+fn to_value(value: &Bound<'_, PyAny>, at: &str, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{at} nests deeper than {MAX_DEPTH} levels"));
+    }
+    if value.is_none() {
+        return Ok(Value::Null);
+    }
+    // bool before int: Python's bool is an int.
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(i) = value.cast::<PyInt>() {
+        if let Ok(n) = i.extract::<i64>() {
+            return Ok(n.into());
+        }
+        if let Ok(n) = i.extract::<u64>() {
+            return Ok(n.into());
+        }
+        // Past 64 bits a JSON number is what JSON.parse reads: an IEEE 754 double (RFC 8785).
+        let f: f64 = i.extract().map_err(|_| format!("{at} is an integer too large for a JSON number"))?;
+        return number(f, at);
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        return number(f.value(), at);
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return s.to_str().map(|s| Value::String(s.to_owned())).map_err(|e| format!("{at}: {e}"));
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        return list.iter().enumerate().map(|(n, item)| to_value(&item, &format!("{at}[{n}]"), depth + 1)).collect();
+    }
+    if let Ok(tuple) = value.cast::<PyTuple>() {
+        return tuple.iter().enumerate().map(|(n, item)| to_value(&item, &format!("{at}[{n}]"), depth + 1)).collect();
+    }
+    let items = if let Ok(dict) = value.cast::<PyDict>() {
+        dict.items()
+    } else if let Ok(mapping) = value.cast::<PyMapping>() {
+        mapping.items().map_err(|e| format!("{at}: {e}"))?
+    } else {
+        let name = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        return Err(format!("{at} is of type {name}, which JSON cannot hold"));
+    };
+    let mut map = Map::new();
+    for item in items.iter() {
+        let (key, item): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|e| format!("{at}: {e}"))?;
+        let Ok(key) = key.cast::<PyString>() else {
+            return Err(format!("{at} has a key that is not a string: {key}"));
+        };
+        let key = key.to_str().map_err(|e| format!("{at}: {e}"))?.to_owned();
+        let item = to_value(&item, &format!("{at}.{key}"), depth + 1)?;
+        map.insert(key, item);
+    }
+    Ok(Value::Object(map))
+}
+
+fn number(f: f64, at: &str) -> Result<Value, String> {
+    serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{at} is {f}, which JSON cannot hold"))
+}
+
+/// A JSON value as Python's `json.loads` would give it (objects as dicts, arrays as lists).
+pub fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(|e| error("MetadataError", format!("does not convert: {e}")))
 }
 
 fn kind(value: &Value) -> &'static str {

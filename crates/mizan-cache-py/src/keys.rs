@@ -8,6 +8,7 @@ use mizan_cache::signature::{Verifier, sign};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// The keys derived from `MIZAN_SECRET`; the secret itself is not kept.
@@ -148,8 +149,7 @@ pub fn parse_invalidate<'py>(py: Python<'py>, header: &str) -> PyResult<(Vec<Pur
     let (purges, skipped) = mizan_cache::invalidate::parse(header);
     let mut out = Vec::with_capacity(purges.len());
     for purge in purges {
-        let params = pythonize::pythonize(py, &purge.params)
-            .map_err(|e| error("MetadataError", format!("params do not convert: {e}")))?;
+        let params = convert::to_python(py, &Value::Object(purge.params))?;
         out.push((purge.context, params, convert::mode_name(purge.mode)));
     }
     Ok((out, skipped))

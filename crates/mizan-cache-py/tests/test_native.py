@@ -47,8 +47,11 @@ def test_errors_name_what_was_wrong(tmp_path):
         cache.put("k", b"x", {"kind": "page", "ttl_s": 1, "deps": [{"params": {}}]})
     with pytest.raises(mizan_cache.MetadataError, match="put under"):
         cache.put("k", b"x", {"key": "other", "kind": "page", "ttl_s": 1, "deps": []})
-    with pytest.raises(mizan_cache.MetadataError, match="params are not JSON"):
+    with pytest.raises(mizan_cache.MetadataError, match="params.id is of type object, which JSON cannot hold"):
         cache.purge("product_detail", {"id": object()})
+    with pytest.raises(mizan_cache.MetadataError, match=r"params\.tags\[1\] is of type set"):
+        cache.purge("product_detail", {"tags": ["a", {1}]})
+    assert cache.purge("product_detail", {"id": 2**70}) == 0, "past 64 bits: a double, as JSON.parse reads it"
     with pytest.raises(TypeError, match="mapping"):
         cache.purge("product_detail", [1, 2])
     with pytest.raises(ValueError, match="hard.*soft"):

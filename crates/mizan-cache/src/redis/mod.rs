@@ -154,11 +154,18 @@ impl RedisStore {
         let key = entry.meta.key.as_str();
         let ttl = entry.meta.expires_at().saturating_sub(now_ms());
         if ttl == 0 {
-            // Already past every window: nothing to keep (a holder lets its lock go).
+            // Already past every window: nothing to keep (a holder lets its lock go). Its
+            // outcome is still the generation rule's, as on the other stores.
             if let Some(fence) = fence {
                 self.release_lock(key, fence).await?;
             }
-            return Ok(PutOutcome::Stored);
+            let tags: Vec<String> = entry.meta.generation.keys().cloned().collect();
+            let current = self.generations(&tags).await?;
+            let moved = entry.meta.generation.iter().find(|(tag, g)| current.get(*tag).is_some_and(|c| c > *g));
+            return Ok(match moved {
+                Some((tag, _)) => PutOutcome::Dropped { tag: tag.clone() },
+                None => PutOutcome::Stored,
+            });
         }
         let b = bucket(key);
         let entry_key = self.names.entry(key);
