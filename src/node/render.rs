@@ -327,9 +327,15 @@ impl Node {
         if let Some(key) = &key {
             match self.store.get(key).await {
                 Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
-                    match RawJson::from_bytes(&entry.body) {
+                    // Checked as an origin answer is: the origin's own cache (mizan_cache) may
+                    // have written it, from a function that does not keep to the schema.
+                    let checked = serde_json::from_slice::<Value>(&entry.body)
+                        .map_err(|e| format!("does not parse: {e}"))
+                        .and_then(|value| self.origin.validate(context, &value).map_err(|e| e.to_string()))
+                        .and_then(|()| RawJson::from_bytes(&entry.body).map_err(|e| format!("does not parse: {e}")));
+                    match checked {
                         Ok(data) => return Ok((Answer::Data(data), Directives::default(), None)),
-                        Err(e) => tracing::warn!(%key, error = %e, "cached data does not parse; fetching again"),
+                        Err(error) => tracing::warn!(%key, %error, "cached data refused; fetching it again"),
                     }
                 }
                 Ok(_) => {}

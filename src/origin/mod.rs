@@ -317,7 +317,9 @@ impl Origin {
         }
     }
 
-    fn validate(&self, context: &str, data: &Value) -> Result<(), OriginError> {
+    /// Checks `data` against `context`'s `returns` schema: origin answers, and data entries
+    /// read from a store another implementation writes too (the origin's `mizan_cache`).
+    pub(crate) fn validate(&self, context: &str, data: &Value) -> Result<(), OriginError> {
         let Some(validator) = self.validators.get(context) else { return Ok(()) };
         match validator.iter_errors(data).next() {
             None => Ok(()),

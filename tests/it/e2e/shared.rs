@@ -80,6 +80,26 @@ pub async fn the_node_renders_pages_from_data_django_stored(h: Harness) {
     assert!(page.body.contains(wanted["data"]["name"].as_str().unwrap()), "{}", page.body);
 }
 
+/// A data entry another writer stored that breaks the context's `returns` schema is not
+/// rendered from: the node asks the origin, whose answer it checks; here the origin answers
+/// from the same entry (its cache holds it), so the page is the clear schema error an origin
+/// that lies gets, never a page built from the bad data.
+pub async fn data_that_breaks_the_schema_is_not_rendered(h: Harness) {
+    let stored = python(
+        &h,
+        &format!(
+            "{OPEN}g = cache.data_generations('product_detail', {{'id': 3}})\n\
+             print(cache.put_data('product_detail', {{'id': 3}}, json.dumps({{'id': 3, 'name': 'Lies', 'price': '1.50'}}), ttl=60, generations=g))"
+        ),
+    );
+    assert_eq!(stored.trim(), "True");
+    let page = h.get("/products/3").await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("does not match its schema"), "{}", page.body);
+    assert!(!page.body.contains("Lies"), "the page was not built from the bad entry");
+    assert_eq!(h.origin.calls("product_detail").await, 1, "the node asked the origin");
+}
+
 /// A mutation sent straight to Django (not through the node's proxy, so the node sees no
 /// `X-Mizan-Invalidate`) purges the pages the node stored, through the shared store.
 pub async fn a_django_mutation_purges_the_pages_the_node_stored(h: Harness) {
@@ -150,6 +170,7 @@ macro_rules! shared_store_tests {
 
 shared_store_tests!(
     the_node_renders_pages_from_data_django_stored,
+    data_that_breaks_the_schema_is_not_rendered,
     a_django_mutation_purges_the_pages_the_node_stored,
     a_soft_purge_from_python_is_served_stale_then_refreshed,
     a_purge_signed_in_python_is_accepted_by_the_node,
