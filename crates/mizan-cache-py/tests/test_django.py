@@ -190,6 +190,25 @@ def test_the_origin_answers_when_its_cache_goes_away(tmp_path, unique_site):
         assert changed["X-Mizan-Invalidate"] == "product_detail;id=1, product_list", "the node is still told"
 
 
+def test_the_origin_starts_and_answers_while_its_redis_is_down(caplog):
+    """Redis down when the process starts: contexts are answered from their functions, the
+    open is tried again only after RETRY_S (not once per request), mutations still tell the node."""
+    from conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with override_settings(MIZAN_CACHE={"URL": url, "SITE": "example", "SECRET": SECRET}):
+        mizan.reset_cache()
+        client = Client()
+        for _ in range(3):
+            answer = ctx(client, "product_detail", {"id": 1})
+            assert answer.status_code == 200 and json.loads(answer.content)["data"]["id"] == 1
+        assert CALLS["product_detail"] == 3
+        attempts = [r for r in caplog.records if "Connection refused" in r.getMessage()]
+        assert len(attempts) == 1, "one connection attempt; the next requests went on without waiting"
+        changed = client.post("/api/products/1", json.dumps({"price": 12.0}), content_type="application/json")
+        assert changed["X-Mizan-Invalidate"] == "product_detail;id=1, product_list"
+
+
 def test_bad_settings_are_refused_with_what_is_wrong():
     from django.core.exceptions import ImproperlyConfigured
 

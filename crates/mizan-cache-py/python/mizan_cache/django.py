@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
@@ -62,7 +63,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
-from . import EXAMPLE_SECRET, Cache, MizanCacheError, invalidate_header
+from . import EXAMPLE_SECRET, Cache, MizanCacheError, StoreUnavailable, invalidate_header
 
 __all__ = [
     "ContextError",
@@ -144,19 +145,33 @@ def context(name: Optional[str] = None, *, cache: bool = True, ttl: int = 60, sw
 
 _cache: Optional[tuple[int, Cache]] = None
 _cache_lock = threading.Lock()
+# While the store could not be opened (Redis down at start-up), until when requests go on
+# without it rather than each waiting for a connection attempt.
+_down_until = 0.0
+RETRY_S = 5.0
+"""How long after a failed open the next request tries again."""
 
 
 def get_cache() -> Cache:
     """This process's cache, opened from ``settings.MIZAN_CACHE`` on first use (and again in a
-    process forked after that: gunicorn's workers each open their own)."""
-    global _cache
+    process forked after that: gunicorn's workers each open their own). Raises
+    ``ImproperlyConfigured`` for bad settings, and ``StoreUnavailable`` while the store cannot
+    be reached (tried again ``RETRY_S`` seconds after a failure)."""
+    global _cache, _down_until
     pid = os.getpid()
     opened = _cache
     if opened is not None and opened[0] == pid:
         return opened[1]
     with _cache_lock:
         if _cache is None or _cache[0] != pid:
-            _cache = (pid, _open())
+            now = time.monotonic()
+            if now < _down_until:
+                raise StoreUnavailable(f"the cache could not be opened; trying again in {_down_until - now:.1f} s")
+            try:
+                _cache = (pid, _open())
+            except StoreUnavailable:
+                _down_until = now + RETRY_S
+                raise
         return _cache[1]
 
 
@@ -182,15 +197,18 @@ def _open() -> Cache:
             dev=dev,
             memory_mb=int(config.get("MEMORY_MB", 256)),
         )
+    except StoreUnavailable:
+        raise  # not a setting's fault: callers go on without the cache
     except MizanCacheError as e:
         raise ImproperlyConfigured(f"MIZAN_CACHE: {e}") from e
 
 
 def reset_cache() -> None:
     """Forgets this process's cache (tests that change ``settings.MIZAN_CACHE``)."""
-    global _cache
+    global _cache, _down_until
     with _cache_lock:
         _cache = None
+        _down_until = 0.0
 
 
 def _encode(data: Any) -> bytes:
@@ -223,9 +241,10 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
         response = answer if isinstance(answer, HttpResponse) else _data_response(answer)
         patch_cache_control(response, no_store=True)
         return response
-    cache = get_cache()
+    cache: Optional[Cache] = None
     generations = None
     try:
+        cache = get_cache()
         body = cache.get_data(name, params)
         if body is not None:
             return _data_response(body)
@@ -234,11 +253,11 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
         generations = cache.data_generations(name, params)
     except MizanCacheError as e:
         # The cache is an optimisation: the origin answers without it.
-        logger.warning("mizan_cache: %s unavailable for %s (%s); answering without it", cache.backend, name, e)
+        logger.warning("mizan_cache: the cache is unavailable for %s (%s); answering without it", name, e)
     body = _run(ctx, request, params)
     if isinstance(body, HttpResponse):
         return body
-    if generations is not None:
+    if cache is not None and generations is not None:
         try:
             cache.put_data(name, params, body, ttl=ctx.ttl, swr=ctx.swr, sie=ctx.sie, generations=generations)
         except MizanCacheError as e:
@@ -266,11 +285,10 @@ def invalidate(response: HttpResponse, *targets: Target, cache: Optional[Cache] 
     if not targets:
         return response
     header = invalidate_header(targets)  # refuses, before anything is purged, what cannot travel
-    cache = cache or get_cache()
     for target in targets:
         context, params, mode = _target(target)
         try:
-            cache.purge(context, params, mode=mode)
+            (cache or get_cache()).purge(context, params, mode=mode)
         except MizanCacheError as e:
             logger.error("mizan_cache: could not purge %s from the origin's cache (%s); the node is still told", context, e)
     existing = response.get("X-Mizan-Invalidate")
