@@ -10,6 +10,7 @@ use mizan_cache::{Entry, Freshness, Keys, Meta, PutOutcome, Store, StoreConfig, 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use serde::Deserialize as _;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -288,10 +289,15 @@ fn metadata_for(key: &str, metadata: &Bound<'_, PyAny>) -> PyResult<Meta> {
     meta.insert("etag".into(), Value::Null);
     meta.insert("generation".into(), Value::Object(Map::new()));
     meta.extend(given);
-    let meta: Meta = serde_path_to_error::deserialize(Value::Object(meta)).map_err(|e| {
-        let path = e.path().to_string();
-        error("MetadataError", format!("metadata.{path}: {}", e.into_inner()))
-    })?;
+    let meta = Value::Object(meta);
+    // Deserialised plainly first; again with the path tracked only to say where it failed.
+    let meta: Meta = match Meta::deserialize(&meta) {
+        Ok(meta) => meta,
+        Err(_) => serde_path_to_error::deserialize::<_, Meta>(&meta).map_err(|e| {
+            let path = e.path().to_string();
+            error("MetadataError", format!("metadata.{path}: {}", e.into_inner()))
+        })?,
+    };
     if meta.key != key {
         return Err(error(
             "MetadataError",

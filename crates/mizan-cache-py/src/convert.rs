@@ -51,20 +51,57 @@ pub fn params(value: Option<&Bound<'_, PyAny>>) -> PyResult<Map<String, Value>> 
     }
 }
 
-/// Any JSON value, named `what` in errors (`params.tags[2] is a set, which JSON cannot hold`).
+/// Any JSON value, named `what` in errors (`params.tags[2] is of type set, which JSON cannot hold`).
 pub fn json(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
-    to_value(value, what, 0).map_err(|message| error("MetadataError", message))
+    to_value(value, 0).map_err(|e| error("MetadataError", e.describe(what)))
 }
 
 /// How deep a value may nest: deeper is refused, not a stack overflow.
 const MAX_DEPTH: usize = 128;
 
-fn to_value(value: &Bound<'_, PyAny>, at: &str, depth: usize) -> Result<Value, String> {
+/// Where in a value conversion failed (built only on failure: a put converts every field).
+struct Unjson {
+    /// From the innermost step out.
+    path: Vec<Step>,
+    message: String,
+}
+
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+impl Unjson {
+    fn new(message: impl Into<String>) -> Self {
+        Self { path: Vec::new(), message: message.into() }
+    }
+
+    fn at(mut self, step: Step) -> Self {
+        self.path.push(step);
+        self
+    }
+
+    fn describe(&self, what: &str) -> String {
+        let mut at = what.to_string();
+        for step in self.path.iter().rev() {
+            match step {
+                Step::Index(n) => at.push_str(&format!("[{n}]")),
+                Step::Key(k) => at.push_str(&format!(".{k}")),
+            }
+        }
+        format!("{at} {}", self.message)
+    }
+}
+
+fn to_value(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unjson> {
     if depth > MAX_DEPTH {
-        return Err(format!("{at} nests deeper than {MAX_DEPTH} levels"));
+        return Err(Unjson::new(format!("nests deeper than {MAX_DEPTH} levels")));
     }
     if value.is_none() {
         return Ok(Value::Null);
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return s.to_str().map(|s| Value::String(s.to_owned())).map_err(|e| Unjson::new(format!("is not UTF-8: {e}")));
     }
     // bool before int: Python's bool is an int.
     if let Ok(b) = value.cast::<PyBool>() {
@@ -78,44 +115,62 @@ fn to_value(value: &Bound<'_, PyAny>, at: &str, depth: usize) -> Result<Value, S
             return Ok(n.into());
         }
         // Past 64 bits a JSON number is what JSON.parse reads: an IEEE 754 double (RFC 8785).
-        let f: f64 = i.extract().map_err(|_| format!("{at} is an integer too large for a JSON number"))?;
-        return number(f, at);
+        let f: f64 = i.extract().map_err(|_| Unjson::new("is an integer too large for a JSON number"))?;
+        return number(f);
     }
     if let Ok(f) = value.cast::<PyFloat>() {
-        return number(f.value(), at);
+        return number(f.value());
     }
-    if let Ok(s) = value.cast::<PyString>() {
-        return s.to_str().map(|s| Value::String(s.to_owned())).map_err(|e| format!("{at}: {e}"));
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (key, item) in dict.iter() {
+            let key = string_key(&key)?;
+            let item = to_value(&item, depth + 1).map_err(|e| e.at(Step::Key(key.clone())))?;
+            map.insert(key, item);
+        }
+        return Ok(Value::Object(map));
     }
     if let Ok(list) = value.cast::<PyList>() {
-        return list.iter().enumerate().map(|(n, item)| to_value(&item, &format!("{at}[{n}]"), depth + 1)).collect();
+        return list
+            .iter()
+            .enumerate()
+            .map(|(n, item)| to_value(&item, depth + 1).map_err(|e| e.at(Step::Index(n))))
+            .collect();
     }
     if let Ok(tuple) = value.cast::<PyTuple>() {
-        return tuple.iter().enumerate().map(|(n, item)| to_value(&item, &format!("{at}[{n}]"), depth + 1)).collect();
+        return tuple
+            .iter()
+            .enumerate()
+            .map(|(n, item)| to_value(&item, depth + 1).map_err(|e| e.at(Step::Index(n))))
+            .collect();
     }
-    let items = if let Ok(dict) = value.cast::<PyDict>() {
-        dict.items()
-    } else if let Ok(mapping) = value.cast::<PyMapping>() {
-        mapping.items().map_err(|e| format!("{at}: {e}"))?
-    } else {
-        let name = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
-        return Err(format!("{at} is of type {name}, which JSON cannot hold"));
-    };
-    let mut map = Map::new();
-    for item in items.iter() {
-        let (key, item): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|e| format!("{at}: {e}"))?;
-        let Ok(key) = key.cast::<PyString>() else {
-            return Err(format!("{at} has a key that is not a string: {key}"));
-        };
-        let key = key.to_str().map_err(|e| format!("{at}: {e}"))?.to_owned();
-        let item = to_value(&item, &format!("{at}.{key}"), depth + 1)?;
-        map.insert(key, item);
+    if let Ok(mapping) = value.cast::<PyMapping>() {
+        let items = mapping.items().map_err(|e| Unjson::new(format!("cannot be read: {e}")))?;
+        let mut map = Map::new();
+        for item in items.iter() {
+            let (key, item): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                item.extract().map_err(|e| Unjson::new(format!("cannot be read: {e}")))?;
+            let key = string_key(&key)?;
+            let item = to_value(&item, depth + 1).map_err(|e| e.at(Step::Key(key.clone())))?;
+            map.insert(key, item);
+        }
+        return Ok(Value::Object(map));
     }
-    Ok(Value::Object(map))
+    let name = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    Err(Unjson::new(format!("is of type {name}, which JSON cannot hold")))
 }
 
-fn number(f: f64, at: &str) -> Result<Value, String> {
-    serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{at} is {f}, which JSON cannot hold"))
+fn string_key(key: &Bound<'_, PyAny>) -> Result<String, Unjson> {
+    let Ok(text) = key.cast::<PyString>() else {
+        return Err(Unjson::new(format!("has a key that is not a string: {key}")));
+    };
+    text.to_str().map(str::to_owned).map_err(|e| Unjson::new(format!("has a key that is not UTF-8: {e}")))
+}
+
+fn number(f: f64) -> Result<Value, Unjson> {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .ok_or_else(|| Unjson::new(format!("is {f}, which JSON cannot hold")))
 }
 
 /// A JSON value as Python's `json.loads` would give it (objects as dicts, arrays as lists).
