@@ -9,6 +9,7 @@ use crate::keys::PyKeys;
 use mizan_cache::{Entry, Freshness, Keys, Meta, PutOutcome, Store, StoreConfig, dependency_tags, now_ms};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt as _;
 use pyo3::types::PyBytes;
 use serde::Deserialize as _;
 use serde_json::{Map, Value};
@@ -66,7 +67,9 @@ fn open(config: &StoreConfig, site: &str) -> PyResult<Opened> {
 impl Cache {
     /// The store for this process: reopened after a fork.
     fn opened(&self, py: Python<'_>) -> PyResult<Arc<Opened>> {
-        let mut slot = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        // Waits for the lock with the GIL released: its holder may be opening the store with
+        // the GIL released, and must be able to take it back (threads of a forked child).
+        let mut slot = self.opened.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         if slot.pid == std::process::id() {
             return Ok(slot.clone());
         }
@@ -257,12 +260,19 @@ impl Cache {
         context: &str,
         params: Option<&Bound<'_, PyAny>>,
         data: &Bound<'_, PyAny>,
-        ttl: u64,
-        swr: u64,
-        sie: u64,
-        generations: BTreeMap<String, u64>,
+        ttl: i64,
+        swr: i64,
+        sie: i64,
+        generations: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let params = convert::params(params)?;
+        let [ttl, swr, sie] = [("ttl", ttl), ("swr", swr), ("sie", sie)].map(|(name, s)| {
+            u64::try_from(s)
+                .map_err(|_| error("MetadataError", format!("{name} is {s}: lifetimes are whole seconds, 0 or more")))
+        });
+        let (ttl, swr, sie) = (ttl?, swr?, sie?);
+        let generations: BTreeMap<String, u64> = serde_json::from_value(convert::json(generations, "generations")?)
+            .map_err(|e| error("MetadataError", format!("generations must map tags to whole numbers: {e}")))?;
         let body = convert::body(data, "data")?;
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return Err(error("MetadataError", format!("the data of {context} is not JSON: {e}")));
@@ -305,7 +315,7 @@ fn metadata_for(key: &str, metadata: &Bound<'_, PyAny>) -> PyResult<Meta> {
         ));
     }
     if meta.v != 1 {
-        return Err(PyValueError::new_err(format!("metadata.v is {}; this version writes schema 1", meta.v)));
+        return Err(error("MetadataError", format!("metadata.v is {}; this version writes schema 1", meta.v)));
     }
     Ok(meta)
 }

@@ -47,10 +47,23 @@ impl PyKeys {
         query: &str,
         declared_query: Option<Vec<String>>,
         declared_vary: Option<Vec<String>>,
-        headers: Option<HashMap<String, String>>,
+        headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let headers: HashMap<String, String> =
-            headers.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let headers = match headers.filter(|h| !h.is_none()) {
+            Some(headers) => convert::json(headers, "headers")?,
+            None => Value::Object(Default::default()),
+        };
+        let Value::Object(headers) = headers else {
+            return Err(pyo3::exceptions::PyTypeError::new_err("headers must be a mapping of names to values"));
+        };
+        let mut lower = HashMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            let Value::String(value) = value else {
+                return Err(error("MetadataError", format!("headers.{name} is not a string")));
+            };
+            lower.insert(name.to_ascii_lowercase(), value);
+        }
+        let headers = lower;
         let (declared_query, declared_vary) = (declared_query.unwrap_or_default(), declared_vary.unwrap_or_default());
         let parts = PageKeyParts::new(site, method, path, query, &declared_query, &declared_vary, |name| {
             headers.get(name).map(String::as_str)

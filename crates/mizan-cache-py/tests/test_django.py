@@ -19,7 +19,7 @@ if not settings.configured:
         ALLOWED_HOSTS=["testserver"],
         MIDDLEWARE=[],
         INSTALLED_APPS=[],
-        DATABASES={},
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         MIZAN_CACHE={"URL": "memory", "SITE": "example", "SECRET": SECRET},
     )
     django.setup()
@@ -66,6 +66,16 @@ def update(request, product_id):
     return JsonResponse({"ok": True})
 
 
+@mizan.invalidates(lambda request, slug: [("product_detail", {"slug": slug}), ("product_list", {"tag": [1, 2]})])
+def rename(request, slug):
+    return HttpResponse(status=302, headers={"Location": "/done"})
+
+
+@mizan.invalidates(target for target in ["product_list"])
+def once_a_generator(request):
+    return HttpResponse("ok")
+
+
 def soft_touch(request):
     response = HttpResponse("ok")
     response["X-Mizan-Invalidate"] = "banner"
@@ -76,6 +86,8 @@ urlpatterns = [
     path("_mizan/ctx/<str:context>", mizan.context_view),
     path("api/products/<int:product_id>", update),
     path("api/touch", soft_touch),
+    path("api/rename/<str:slug>", rename),
+    path("api/generator", once_a_generator),
 ]
 
 
@@ -209,8 +221,71 @@ def test_the_origin_starts_and_answers_while_its_redis_is_down(caplog):
         assert changed["X-Mizan-Invalidate"] == "product_detail;id=1, product_list"
 
 
-def test_bad_settings_are_refused_with_what_is_wrong():
+def test_requests_with_credentials_neither_read_nor_write_the_cache():
+    """As the node: an answer asked for with a cookie or Authorization may be that
+    requester's own (a context wrongly declared cached), so it is never shared."""
+    client = Client()
+    ctx(client, "product_detail", {"id": 1})  # stored
+    client.cookies["sessionid"] = "alice"
+    ctx(client, "product_detail", {"id": 1})
+    assert CALLS["product_detail"] == 2, "not read from the cache"
+    mizan.get_cache().purge("product_detail")
+    ctx(client, "product_detail", {"id": 1})
+    assert mizan.get_cache().get_data("product_detail", {"id": 1}) is None, "not written"
+    ctx(Client(HTTP_AUTHORIZATION="Bearer x"), "product_detail", {"id": 1})
+    assert CALLS["product_detail"] == 4
+
+
+def test_a_mutation_whose_targets_the_header_cannot_carry_still_purges():
+    """The data has changed when invalidate runs: it never fails the response. The origin's
+    cache is purged exactly; the node is told to purge the whole context instead."""
+    cache = mizan.get_cache()
+    stored = cache.put("mz1:p:slug", b"x", {"kind": "page", "ttl_s": 60, "deps": [{"context": "product_detail", "params": {"slug": "café"}}]})
+    assert stored
+    answer = Client().post("/api/rename/café")
+    assert answer.status_code == 302, "a redirect (POST-redirect-GET) purges too"
+    assert answer["X-Mizan-Invalidate"] == "product_detail, product_list"
+    assert cache.get("mz1:p:slug") is None
+
+
+def test_static_targets_given_as_a_generator_serve_every_request():
+    for _ in range(2):
+        assert Client().post("/api/generator")["X-Mizan-Invalidate"] == "product_list"
+
+
+def test_a_purge_is_repeated_when_the_transaction_commits():
+    """A read between the purge and the commit computes from the data before the change; the
+    purge at commit takes what it stored away."""
+    from django.db import transaction
+
+    client = Client()
+    cache = mizan.get_cache()
+    with transaction.atomic():
+        mizan.invalidate(HttpResponse(), ("product_detail", {"id": 1}))
+        ctx(client, "product_detail", {"id": 1})  # the old data, read before the commit
+        assert cache.get_data("product_detail", {"id": 1}) is not None
+    assert cache.get_data("product_detail", {"id": 1}) is None, "purged again at commit"
+
+
+def test_async_functions_and_views_are_refused_and_nan_is_not_sent():
     from django.core.exceptions import ImproperlyConfigured
+
+    async def later(request, params):
+        return {}
+
+    with pytest.raises(ImproperlyConfigured, match="async"):
+        mizan.context("later")(later)
+    with pytest.raises(ImproperlyConfigured, match="async"):
+        mizan.invalidates(["product_list"])(later)
+    mizan.context("not_a_number")(lambda request, params: {"x": float("nan")})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        ctx(Client(), "not_a_number", {})
+
+
+def test_bad_settings_are_refused_with_what_is_wrong(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delenv("MIZAN_SECRET", raising=False)
 
     for config, why in [
         ({"URL": "memory", "SITE": "x", "SECRET": SECRET, "TTL": 5}, "unknown keys: TTL"),

@@ -23,6 +23,8 @@ SECRET = "mizan-python-test-secret-0123456789abcdef"
 def test_errors_name_what_was_wrong(tmp_path):
     with pytest.raises(mizan_cache.SecretError, match="at least 32"):
         Keys("short")
+    with pytest.raises(mizan_cache.ConfigError, match="needs the database file's path"):
+        Cache("sqlite:")
     with pytest.raises(mizan_cache.SecretError, match="example secret"):
         Keys(mizan_cache.EXAMPLE_SECRET)
     Keys(mizan_cache.EXAMPLE_SECRET, dev=True)
@@ -56,7 +58,19 @@ def test_errors_name_what_was_wrong(tmp_path):
         cache.purge("product_detail", [1, 2])
     with pytest.raises(ValueError, match="hard.*soft"):
         cache.purge("product_detail", mode="gentle")
+    with pytest.raises(mizan_cache.MetadataError, match=r"metadata\.v is 2"):
+        cache.put("k", b"x", {"v": 2, "kind": "page", "ttl_s": 1, "deps": []})
     keyed = Cache(secret=SECRET)
+    with pytest.raises(mizan_cache.MetadataError, match="ttl is -1"):
+        keyed.put_data("product_list", None, b"[]", ttl=-1, generations={})
+    # Any mapping where a mapping is asked for (Django's request.headers is one).
+    from types import MappingProxyType
+
+    keys = Keys(SECRET)
+    fr = keys.page_key("/p", site="s", declared_vary=["accept-language"], headers=MappingProxyType({"Accept-Language": "fr"}))
+    assert fr == keys.page_key("/p", site="s", declared_vary=["accept-language"], headers={"accept-language": "fr"})
+    assert fr != keys.page_key("/p", site="s", declared_vary=["accept-language"], headers={"accept-language": "de"})
+    assert keyed.put_data("product_list", None, b"[]", ttl=1, generations=MappingProxyType({}))
     with pytest.raises(mizan_cache.MetadataError, match="not JSON"):
         keyed.put_data("product_list", None, b"{not json", ttl=60, generations={})
 
@@ -171,7 +185,15 @@ def test_a_forked_child_opens_its_own_store(redis_server, unique_site, tmp_path)
         if pid == 0:  # the child: exit status 0 only if everything held
             ok = False
             try:
-                ok = cache.get("mz1:p:parent").body == b"from the parent"
+                # Several threads use it first at once: one reopens the store while the others
+                # wait for it (with the GIL released, or they would deadlock).
+                results = []
+                threads = [threading.Thread(target=lambda: results.append(cache.get("mz1:p:parent"))) for _ in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                ok = [e.body for e in results] == [b"from the parent"] * 8
                 ok = ok and cache.put("mz1:p:child", b"from the child", {"kind": "page", "ttl_s": 60, "deps": []})
             finally:
                 os._exit(0 if ok else 1)

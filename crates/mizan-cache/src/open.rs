@@ -31,6 +31,9 @@ impl std::str::FromStr for StoreConfig {
         if s == "memory" {
             Ok(StoreConfig::Memory(crate::memory::DEFAULT_CAPACITY))
         } else if let Some(path) = s.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs the database file's path, e.g. sqlite:/var/lib/mizan/cache.db".into());
+            }
             Ok(StoreConfig::Sqlite(PathBuf::from(path)))
         } else if s.split_once("://").is_some_and(|(scheme, _)| scheme.starts_with("redis")) {
             Target::parse(s)?;

@@ -7,10 +7,10 @@ from typing import Any, Literal, Optional, Union, final
 # ValueError, ConnectionError...); all are importable from mizan_cache.
 
 _JSON = Any
-"""A _JSON value: dict, list, str, int, float, bool or None."""
+"""A JSON value: dict, list, str, int, float, bool or None."""
 
 _Params = Mapping[str, _JSON]
-"""A context's params: a _JSON object."""
+"""A context's params: a JSON object."""
 
 _Target = Union[str, tuple[str, _Params], tuple[str, _Params, Literal["hard", "soft"]]]
 """What a purge names: a context (all of it), or a context and the params an entry's
@@ -35,7 +35,7 @@ EXAMPLE_SECRET: str
 """The published example secret: accepted only with ``dev=True``."""
 
 def jcs(value: _JSON) -> str:
-    """RFC 8785 canonical _JSON of ``value``: what keys and purge tags are made of."""
+    """RFC 8785 canonical JSON of ``value``: what keys and purge tags are made of."""
 
 def dependency_tags(deps: Iterable[tuple[str, _Params]]) -> list[str]:
     """The purge tags of (context, params) dependencies, sorted and unique:
@@ -109,7 +109,9 @@ class Entry:
     def freshness(self, now_ms: Optional[int] = None) -> _Freshness:
         """Where the entry stands at ``now_ms`` (default now) under the protocol's rules."""
     def json(self) -> _JSON:
-        """The body parsed as _JSON (a data entry's data)."""
+        """The body parsed as JSON (a data entry's data)."""
+    def __len__(self) -> int:
+        """The body's length in bytes."""
 
 @final
 class Cache:
@@ -168,7 +170,7 @@ class Cache:
     # Context data, written exactly as the node writes it (needs the secret).
     def data_key(self, context: str, params: Optional[_Params] = None) -> str: ...
     def get_data(self, context: str, params: Optional[_Params] = None) -> Optional[bytes]:
-        """The fresh data of ``context`` for ``params`` (its _JSON text), or ``None``."""
+        """The fresh data of ``context`` for ``params`` (its JSON text), or ``None``."""
     def data_generations(self, context: str, params: Optional[_Params] = None) -> dict[str, int]:
         """Read these before computing the data; pass them to ``put_data``."""
     def put_data(
@@ -182,5 +184,5 @@ class Cache:
         sie: int = 0,
         generations: Mapping[str, int],
     ) -> bool:
-        """Stores ``data`` (_JSON text) as the context's data entry; ``False`` when a purge ran
+        """Stores ``data`` (JSON text) as the context's data entry; ``False`` when a purge ran
         since ``generations`` were read."""

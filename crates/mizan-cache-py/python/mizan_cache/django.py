@@ -48,12 +48,13 @@ the render node's proxy turns into the same purge of its own store.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -63,7 +64,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
-from . import EXAMPLE_SECRET, Cache, MizanCacheError, StoreUnavailable, invalidate_header
+from . import EXAMPLE_SECRET, Cache, MizanCacheError, StoreCorrupt, StoreUnavailable, invalidate_header
 
 __all__ = [
     "ContextError",
@@ -126,12 +127,16 @@ def context(name: Optional[str] = None, *, cache: bool = True, ttl: int = 60, sw
     ``cache=True``: the data is cached under its data key for ``ttl`` seconds (then servable
     stale for ``swr``, and on errors for ``sie`` more), the same entry the render node reads
     and writes; the function must then depend on its params alone, never on the requester.
+    A request that carries credentials (``Cookie``, ``Authorization``) neither reads nor
+    writes the cache, as the node does: its answer may be that requester's.
     ``cache=False``: never cached, answered with ``Cache-Control: no-store``.
     Use the manifest's ``ttl``/``swr``/``sie`` for the context, so both sides agree.
     """
 
     def register(function):
         key = name or function.__name__
+        if inspect.iscoroutinefunction(function):
+            raise ImproperlyConfigured(f"context {key!r}: async functions are not supported; write it as a plain function")
         if key in _contexts and _contexts[key].function is not function:
             raise ImproperlyConfigured(f"context {key!r} is registered twice")
         for label, value in (("ttl", ttl), ("swr", swr), ("sie", sie)):
@@ -169,8 +174,10 @@ def get_cache() -> Cache:
                 raise StoreUnavailable(f"the cache could not be opened; trying again in {_down_until - now:.1f} s")
             try:
                 _cache = (pid, _open())
-            except StoreUnavailable:
+            except (StoreUnavailable, StoreCorrupt) as e:
                 _down_until = now + RETRY_S
+                if isinstance(e, StoreCorrupt):
+                    logger.error("mizan_cache: the store cannot be used (%s); going on without it", e)
                 raise
         return _cache[1]
 
@@ -197,7 +204,7 @@ def _open() -> Cache:
             dev=dev,
             memory_mb=int(config.get("MEMORY_MB", 256)),
         )
-    except StoreUnavailable:
+    except (StoreUnavailable, StoreCorrupt):
         raise  # not a setting's fault: callers go on without the cache
     except MizanCacheError as e:
         raise ImproperlyConfigured(f"MIZAN_CACHE: {e}") from e
@@ -212,7 +219,8 @@ def reset_cache() -> None:
 
 
 def _encode(data: Any) -> bytes:
-    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
+    # allow_nan=False: NaN and Infinity are not JSON; the node would refuse the answer.
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _data_response(body: bytes) -> HttpResponse:
@@ -241,6 +249,11 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
         response = answer if isinstance(answer, HttpResponse) else _data_response(answer)
         patch_cache_control(response, no_store=True)
         return response
+    if _credentials(request):
+        # As the node: an answer asked for with credentials may be the requester's own, and a
+        # shared entry is never read for it nor written from it.
+        answer = _run(ctx, request, params)
+        return answer if isinstance(answer, HttpResponse) else _data_response(answer)
     cache: Optional[Cache] = None
     generations = None
     try:
@@ -265,6 +278,10 @@ def serve(request: HttpRequest, name: str, params: dict) -> HttpResponse:
     return _data_response(body)
 
 
+def _credentials(request: HttpRequest) -> bool:
+    return bool(request.META.get("HTTP_COOKIE") or request.META.get("HTTP_AUTHORIZATION"))
+
+
 def _run(ctx: Context, request: HttpRequest, params: dict) -> Union[HttpResponse, bytes]:
     """The function's answer: a response (its own, or for the error it raised), or its data
     encoded as JSON."""
@@ -278,29 +295,74 @@ def _run(ctx: Context, request: HttpRequest, params: dict) -> Union[HttpResponse
 
 
 def invalidate(response: HttpResponse, *targets: Target, cache: Optional[Cache] = None) -> HttpResponse:
-    """Purges ``targets`` from the origin's cache now, and adds them to ``response``'s
+    """Purges ``targets`` from the origin's cache now (and again when the current database
+    transaction commits, if one is open), and adds them to ``response``'s
     ``X-Mizan-Invalidate`` for the render node. A target is a context name, (context,
-    params) or (context, params, "soft"). If the origin's cache cannot be reached, the header
-    still goes out (the node purges its store, and retries while that store is down)."""
-    if not targets:
-        return response
-    header = invalidate_header(targets)  # refuses, before anything is purged, what cannot travel
+    params) or (context, params, "soft").
+
+    It never raises: the data has changed by the time it runs. A target whose params the
+    header cannot carry (a non-ASCII string, a nested value...) is sent as its whole context,
+    which purges more but never too little; one that is not a target at all is logged and
+    skipped. If the origin's cache cannot be reached, the header still goes out (the node
+    purges its store, and retries while that store is down)."""
+    purges = []
     for target in targets:
-        context, params, mode = _target(target)
         try:
-            (cache or get_cache()).purge(context, params, mode=mode)
-        except MizanCacheError as e:
-            logger.error("mizan_cache: could not purge %s from the origin's cache (%s); the node is still told", context, e)
-    existing = response.get("X-Mizan-Invalidate")
-    response["X-Mizan-Invalidate"] = f"{existing}, {header}" if existing else header
+            purges.append(_target(target))
+        except (TypeError, ValueError) as e:
+            logger.error("mizan_cache: %r is not a purge target (%s); skipped", target, e)
+    if not purges:
+        return response
+
+    def purge_origin() -> None:
+        for context, params, mode in purges:
+            try:
+                (cache or get_cache()).purge(context, params, mode=mode)
+            except MizanCacheError as e:
+                logger.error("mizan_cache: could not purge %s from the origin's cache (%s); the node is still told", context, e)
+
+    purge_origin()
+    _on_commit(purge_origin)
+    members = []
+    for context, params, mode in purges:
+        try:
+            members.append(invalidate_header([(context, params, mode)]))
+        except ValueError as e:
+            logger.warning("mizan_cache: %s; the node is told to purge all of %s", e, context)
+            try:
+                members.append(invalidate_header([(context, {}, mode)]))
+            except ValueError as e:
+                logger.error("mizan_cache: %s; the node is not told", e)
+    header = ", ".join(m for m in members if m)
+    if header:
+        existing = response.get("X-Mizan-Invalidate")
+        response["X-Mizan-Invalidate"] = f"{existing}, {header}" if existing else header
     return response
+
+
+def _on_commit(purge: Callable[[], None]) -> None:
+    """Runs ``purge`` again when the open transaction commits: a read between this purge and
+    the commit computes from the data before the change, and stores it with generations
+    that already count this purge."""
+    try:
+        from django.db import connection, transaction
+
+        if connection.in_atomic_block:
+            transaction.on_commit(purge)
+    except Exception as e:  # noqa: BLE001 - no database configured, or one that cannot say
+        logger.debug("mizan_cache: no transaction to purge after (%s)", e)
 
 
 def _target(target: Target) -> tuple[str, dict, Literal["hard", "soft"]]:
     if isinstance(target, str):
         return target, {}, "hard"
-    context, params, *rest = target
-    mode = rest[0] if rest else "hard"
+    if not isinstance(target, (tuple, list)) or not 1 <= len(target) <= 3 or not isinstance(target[0], str):
+        raise TypeError("a target is a context name, (context, params) or (context, params, mode)")
+    context, *rest = target
+    params = rest[0] if rest else None
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError(f"the params of {context} must be a mapping")
+    mode = rest[1] if len(rest) > 1 else "hard"
     if mode == "hard":
         return context, dict(params or {}), "hard"
     if mode == "soft":
@@ -309,17 +371,29 @@ def _target(target: Target) -> tuple[str, dict, Literal["hard", "soft"]]:
 
 
 def invalidates(targets: Union[Iterable[Target], Callable[..., Iterable[Target]]]):
-    """A view decorator: when the view answers 2xx, ``invalidate`` its response with
-    ``targets``, or with what ``targets(request, *args, **kwargs)`` returns (the view's own
-    arguments, e.g. ``lambda request, product_id: [("product_detail", {"id": product_id})]``).
-    Errors and redirects purge nothing."""
+    """A view decorator: when the view answers below 400 (a success, or the redirect of a
+    POST-redirect-GET form), ``invalidate`` its response with ``targets``, or with what
+    ``targets(request, *args, **kwargs)`` returns (the view's own arguments, e.g.
+    ``lambda request, product_id: [("product_detail", {"id": product_id})]``). Errors purge
+    nothing."""
+    chosen_once = None if callable(targets) else tuple(targets)
 
     def decorate(view):
+        if inspect.iscoroutinefunction(view):
+            raise ImproperlyConfigured(f"@invalidates on {view.__name__}: async views are not supported")
+
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
             response = view(request, *args, **kwargs)
-            if 200 <= response.status_code < 300:
-                chosen = targets(request, *args, **kwargs) if callable(targets) else targets
+            if response.status_code < 400:
+                if chosen_once is not None:
+                    chosen = chosen_once
+                else:
+                    try:
+                        chosen = tuple(targets(request, *args, **kwargs))  # type: ignore[operator]
+                    except Exception:  # noqa: BLE001 - the change is made: log, never fail it
+                        logger.exception("mizan_cache: the targets of %s could not be computed; nothing purged", view.__name__)
+                        return response
                 invalidate(response, *chosen)
             return response
 
