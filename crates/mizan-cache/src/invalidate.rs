@@ -54,7 +54,11 @@ pub fn header(purges: &[Invalidation]) -> Result<Option<String>, String> {
             .filter(|_| is_context_name(&purge.context))
             .ok_or_else(|| format!("{:?} is not a context name", purge.context))?;
         let mut item = list.bare_item(context);
-        for (name, value) in &purge.params {
+        // By name: the same header whether or not serde_json keeps insertion order (deno_core
+        // turns `preserve_order` on in the node's build, not in the Python wheel's).
+        let mut params: Vec<_> = purge.params.iter().collect();
+        params.sort_by_key(|(name, _)| *name);
+        for (name, value) in params {
             let what = |why: &str| format!("param {name:?} of {}: {why}", purge.context);
             let key = KeyRef::from_str(name).map_err(|_| what("its name is not a header key (a-z, 0-9, _ - . *)"))?;
             if name == "soft" {

@@ -75,6 +75,10 @@ pub const BATCH: usize = 500;
 /// Expired members a put drops from each of its tag sets (the put script's 64).
 pub const PRUNE: usize = 64;
 
+/// How long a put's staged entry lives if its script never runs (the connection dropped
+/// between the two): the script runs right after it, in the same pipeline.
+const STAGED_MS: u64 = 30_000;
+
 /// The Redis store of one site.
 pub struct RedisStore {
     conn: Conn,
@@ -182,26 +186,50 @@ impl RedisStore {
             .collect();
         let tags_json = serde_json::to_string(&tags).map_err(unavailable)?;
         let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
-        let mut invocation = self.put.key(&entry_key);
-        invocation
-            .key(self.names.stale(key))
-            .key(self.names.tag_list(key))
-            .key(self.names.lock(key))
-            .key(self.names.written(key))
-            .arg(pack(&meta, &entry.body))
-            .arg(ttl)
-            .arg(tags_json)
-            .arg(entry.meta.stale_at.map_or(String::new(), |s| s.to_string()))
-            .arg(fence.map_or(String::new(), |f| f.to_string()))
-            .arg(entry.meta.generation.len());
+        let staged = self.names.staged(key, fastrand::u64(..));
+        let mut keys = vec![
+            entry_key,
+            self.names.stale(key),
+            self.names.tag_list(key),
+            self.names.lock(key),
+            self.names.written(key),
+            staged.clone(),
+        ];
+        let mut args = vec![
+            ttl.to_string(),
+            tags_json,
+            entry.meta.stale_at.map_or(String::new(), |s| s.to_string()),
+            fence.map_or(String::new(), |f| f.to_string()),
+            entry.meta.generation.len().to_string(),
+        ];
         for (tag, generation) in &entry.meta.generation {
-            invocation.key(self.names.bucket_generation(b, tag)).arg(generation.to_string());
+            keys.push(self.names.bucket_generation(b, tag));
+            args.push(generation.to_string());
         }
-        for (tag, member) in &tags {
-            invocation.key(tag).arg(member);
+        for (tag, member) in tags {
+            keys.push(tag);
+            args.push(member);
         }
+        // One round trip: the entry staged by a plain SET, then the script (one slot: the
+        // bucket's). The staged copy outlives a lost script by STAGED_MS at most.
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(self.put.get_hash()).arg(keys.len()).arg(&keys).arg(&args);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&staged).arg(pack(&meta, &entry.body)).arg("PX").arg(STAGED_MS).ignore();
+        pipe.add_command(evalsha);
         let mut conn = self.conn.clone();
-        let outcome: i64 = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let outcome: i64 = match pipe.query_async::<(i64,)>(&mut conn).await {
+            Ok((outcome,)) => outcome,
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                // A server that has not seen the script yet (or restarted): load it, go again.
+                self.put.load_async(&mut conn).await.map_err(unavailable)?;
+                pipe.query_async::<(i64,)>(&mut conn).await.map_err(unavailable)?.0
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        if outcome == -2 {
+            return Err(unavailable(format!("the staged copy of {key} was gone before its put ran (evicted?)")));
+        }
         Ok(match outcome {
             0 => PutOutcome::Stored,
             i if i < 0 => PutOutcome::Superseded,

@@ -8,7 +8,8 @@
 //!   every render in one `MGET`, moved by a purge's first call) and the purge log
 //!   ([`super::log`]);
 //! - one per bucket, `{<site>/<b>}` for `b` in `0..`[`BUCKETS`]: every key of the entries of
-//!   that bucket (entry, soft mark, tag list, render lock, last fence) and the bucket's own tag
+//!   that bucket (entry, soft mark, tag list, render lock, last fence, a put's staged value)
+//!   and the bucket's own tag
 //!   sets and generations, so that a put, a remove and each call of a purge's walk touch one
 //!   slot.
 //!
@@ -110,6 +111,12 @@ impl Names {
     /// The fence of the last fenced write of the key.
     pub(super) fn written(&self, key: &str) -> String {
         self.of("w:", key)
+    }
+
+    /// Where one put stages the entry before its script renames it into place (`nonce`:
+    /// random per put, so two puts of one key never share it).
+    pub(super) fn staged(&self, key: &str, nonce: u64) -> String {
+        format!("{}:{nonce:016x}", self.of("u:", key))
     }
 }
 

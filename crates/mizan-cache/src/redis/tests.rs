@@ -26,6 +26,7 @@ fn every_key_sits_under_the_site_prefix() {
     assert_eq!(names.tag_list(key), "mz1:{shop/2}:k:p:ab12cd");
     assert_eq!(names.lock(key), "mz1:{shop/2}:l:p:ab12cd");
     assert_eq!(names.written(key), "mz1:{shop/2}:w:p:ab12cd");
+    assert_eq!(names.staged(key, 0xbeef), "mz1:{shop/2}:u:p:ab12cd:000000000000beef");
     assert_eq!(names.fence_counter(2), "mz1:{shop/2}:f");
     assert_eq!(names.tag(2, "c:product_detail:id=1"), "mz1:{shop/2}:t:c:product_detail:id=1");
     assert_eq!(names.bucket_generation(15, "c:x"), "mz1:{shop/15}:g:c:x");
@@ -453,4 +454,37 @@ async fn generations_are_seeded_by_the_clock_and_expire() {
         assert!((3_000_000..=GENERATION_TTL_MS as i64).contains(&pttl), "{key} expires: {pttl}");
     }
     assert!(!exists(&mut raw, &names.generation("c:hot")).await, "a purge of one id moves only that tag");
+}
+
+/// A put stages its entry with a plain SET and its script renames it into place or deletes
+/// it: after puts of every outcome (stored, dropped by a purge, superseded by a later lock
+/// holder) no staged copy is left, and a server that lost its scripts (SCRIPT FLUSH, as after
+/// a restart) gets the script loaded again by the next put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_entries_never_outlive_their_put() {
+    use crate::LockOutcome;
+    let (_server, store, mut raw) = start().await;
+    let stale = read(&store, 1).await;
+    assert_eq!(store.put(hot(&key(1), 5, &read(&store, 5).await, "stored")).await.unwrap(), PutOutcome::Stored);
+    store.purge("hot", &params(json!({"id": 1})), PurgeMode::Hard).await.unwrap();
+    let dropped = store.put(hot(&key(2), 1, &stale, "dropped")).await.unwrap();
+    assert!(matches!(dropped, PutOutcome::Dropped { .. }), "{dropped:?}");
+    let LockOutcome::Acquired(first) = store.lock(&key(3), 5_000).await.unwrap() else { panic!("lock") };
+    store.unlock(&key(3), first).await.unwrap();
+    let LockOutcome::Acquired(second) = store.lock(&key(3), 5_000).await.unwrap() else { panic!("lock") };
+    let fresh = read(&store, 3).await;
+    assert_eq!(store.put_fenced(hot(&key(3), 3, &fresh, "newer"), second).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(store.put_fenced(hot(&key(3), 3, &fresh, "older"), first).await.unwrap(), PutOutcome::Superseded);
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut raw).await.unwrap();
+    assert_eq!(store.put(hot(&key(4), 4, &read(&store, 4).await, "after a flush")).await.unwrap(), PutOutcome::Stored);
+    let staged: Vec<String> = redis::cmd("KEYS").arg("*:u:*").query_async(&mut raw).await.unwrap();
+    assert_eq!(staged, Vec::<String>::new(), "staged copies left behind");
+    for (k, body) in
+        [(key(1), Some("stored")), (key(2), None), (key(3), Some("newer")), (key(4), Some("after a flush"))]
+    {
+        let got = store.get(&k).await.unwrap().map(|e| String::from_utf8(e.body.to_vec()).unwrap());
+        assert_eq!(got.as_deref(), body, "{k}");
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(Names::new("shop").entry(&key(1))).query_async(&mut raw).await.unwrap();
+    assert!(ttl > 180_000, "the entry lives by its own lifetime, not the staging's: {ttl} ms");
 }
