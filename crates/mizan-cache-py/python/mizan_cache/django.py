@@ -157,6 +157,16 @@ RETRY_S = 5.0
 """How long after a failed open the next request tries again."""
 
 
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock would leave the child's copy held forever.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_cache() -> Cache:
     """This process's cache, opened from ``settings.MIZAN_CACHE`` on first use (and again in a
     process forked after that: gunicorn's workers each open their own). Raises
