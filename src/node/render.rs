@@ -327,12 +327,19 @@ impl Node {
         if let Some(key) = &key {
             match self.store.get(key).await {
                 Ok(Some(entry)) if entry.meta.freshness(self.clock.now()) == Freshness::Fresh => {
-                    // Checked as an origin answer is: the origin's own cache (mizan_cache) may
+                    // Unless this node checked it against the current schema when it stored it,
+                    // checked as an origin answer is: the origin's own cache (mizan_cache) may
                     // have written it, from a function that does not keep to the schema.
-                    let checked = serde_json::from_slice::<Value>(&entry.body)
-                        .map_err(|e| format!("does not parse: {e}"))
-                        .and_then(|value| self.origin.validate(context, &value).map_err(|e| e.to_string()))
-                        .and_then(|()| RawJson::from_bytes(&entry.body).map_err(|e| format!("does not parse: {e}")));
+                    let mark = self.origin.checked_mark(context);
+                    let trusted = mark.is_some() && entry.meta.extra.get(CHECKED).and_then(Value::as_str) == mark;
+                    let checked = if trusted {
+                        RawJson::from_bytes(&entry.body).map_err(|e| format!("does not parse: {e}"))
+                    } else {
+                        serde_json::from_slice::<Value>(&entry.body)
+                            .map_err(|e| format!("does not parse: {e}"))
+                            .and_then(|value| self.origin.validate(context, &value).map_err(|e| e.to_string()))
+                            .and_then(|()| RawJson::from_bytes(&entry.body).map_err(|e| format!("does not parse: {e}")))
+                    };
                     match checked {
                         Ok(data) => return Ok((Answer::Data(data), Directives::default(), None)),
                         Err(error) => tracing::warn!(%key, %error, "cached data refused; fetching it again"),
@@ -351,7 +358,10 @@ impl Node {
             (key, fetched.directives.no_store, &fetched.answer, policy, generations)
         {
             let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
-            let meta = Meta::data(key, context, params, self.clock.now(), (ttl, swr, sie), generations);
+            let mut meta = Meta::data(key, context, params, self.clock.now(), (ttl, swr, sie), generations);
+            if let Some(mark) = self.origin.checked_mark(context) {
+                meta.extra.insert(CHECKED.into(), mark.into());
+            }
             let body = Bytes::copy_from_slice(data.get().as_bytes());
             if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
                 self.store_failed("put", &e);
@@ -360,6 +370,10 @@ impl Node {
         Ok((fetched.answer, fetched.directives, Some(took)))
     }
 }
+
+/// The metadata field of a data entry this node checked against its context's schema (the
+/// schema's mark, [`crate::origin::Origin::checked_mark`]).
+const CHECKED: &str = "checked";
 
 /// Headers the node writes itself, or that describe one connection: a bundle's own are
 /// dropped (a `content-length` that disagrees with the body, a `connection: close`, a second

@@ -166,6 +166,9 @@ pub struct Origin {
     proxy_client: reqwest::Client,
     config: OriginConfig,
     validators: HashMap<String, jsonschema::Validator>,
+    /// Per context: a short hash of its `returns` schema, the mark of data this node checked
+    /// ([`Origin::checked_mark`]).
+    marks: HashMap<String, String>,
     slots: tokio::sync::Semaphore,
     waiting: std::sync::atomic::AtomicUsize,
 }
@@ -184,10 +187,13 @@ impl Origin {
     /// error naming the context.
     pub fn new(config: OriginConfig, manifest: &Manifest) -> Result<Self, String> {
         let mut validators = HashMap::new();
+        let mut marks = HashMap::new();
         for (name, context) in &manifest.contexts {
             let validator = jsonschema::validator_for(&context.returns)
                 .map_err(|e| format!("contexts.{name}.returns is not a usable JSON Schema: {e}"))?;
             validators.insert(name.clone(), validator);
+            let schema = crate::cache::key::jcs(&context.returns);
+            marks.insert(name.clone(), blake3::hash(schema.as_bytes()).to_hex()[..16].to_string());
         }
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -204,7 +210,7 @@ impl Origin {
             .build()
             .map_err(|e| e.to_string())?;
         let slots = tokio::sync::Semaphore::new(config.max_concurrent.max(1));
-        Ok(Self { client, proxy_client, config, validators, slots, waiting: Default::default() })
+        Ok(Self { client, proxy_client, config, validators, marks, slots, waiting: Default::default() })
     }
 
     /// The HTTP client of the proxy (mutations).
@@ -315,6 +321,14 @@ impl Origin {
             }
             _ => Err(protocol("expected {\"data\": ...} with 2xx or {\"error\": {...}} with 4xx".into())),
         }
+    }
+
+    /// What a data entry this node checked against `context`'s `returns` schema carries in its
+    /// metadata (`checked`): an entry that carries the current schema's mark is not checked
+    /// again when read; one another writer stored (the origin's `mizan_cache`), or checked
+    /// against an earlier schema, is.
+    pub(crate) fn checked_mark(&self, context: &str) -> Option<&str> {
+        self.marks.get(context).map(String::as_str)
     }
 
     /// Checks `data` against `context`'s `returns` schema: origin answers, and data entries

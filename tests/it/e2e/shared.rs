@@ -104,6 +104,13 @@ pub async fn data_that_breaks_the_schema_is_not_rendered(h: Harness) {
 /// `X-Mizan-Invalidate`) purges the pages the node stored, through the shared store.
 pub async fn a_django_mutation_purges_the_pages_the_node_stored(h: Harness) {
     assert_eq!(h.get("/products/7").await.cache(), "MISS");
+    // The node's copy of the data (written after Django's, over it) says it was checked
+    // against the schema: read again, it is not checked again; Django's own was not marked.
+    let mark = python(
+        &h,
+        &format!("{OPEN}print(cache.get(cache.data_key('product_detail', {{'id': 7}})).meta.get('checked'))"),
+    );
+    assert_eq!(mark.trim().len(), 16, "{mark}");
     assert_eq!(h.get("/products/7").await.cache(), "HIT");
     assert_eq!(h.get("/products/8").await.cache(), "MISS");
     let before = applied(&h);
