@@ -131,18 +131,10 @@ fn to_value(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unjson> {
         return Ok(Value::Object(map));
     }
     if let Ok(list) = value.cast::<PyList>() {
-        return list
-            .iter()
-            .enumerate()
-            .map(|(n, item)| to_value(&item, depth + 1).map_err(|e| e.at(Step::Index(n))))
-            .collect();
+        return array(list.iter(), depth);
     }
     if let Ok(tuple) = value.cast::<PyTuple>() {
-        return tuple
-            .iter()
-            .enumerate()
-            .map(|(n, item)| to_value(&item, depth + 1).map_err(|e| e.at(Step::Index(n))))
-            .collect();
+        return array(tuple.iter(), depth);
     }
     if let Ok(mapping) = value.cast::<PyMapping>() {
         let items = mapping.items().map_err(|e| Unjson::new(format!("cannot be read: {e}")))?;
@@ -158,6 +150,10 @@ fn to_value(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unjson> {
     }
     let name = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     Err(Unjson::new(format!("is of type {name}, which JSON cannot hold")))
+}
+
+fn array<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> Result<Value, Unjson> {
+    items.enumerate().map(|(n, item)| to_value(&item, depth + 1).map_err(|e| e.at(Step::Index(n)))).collect()
 }
 
 fn string_key(key: &Bound<'_, PyAny>) -> Result<String, Unjson> {
