@@ -6,6 +6,7 @@
 
 use crate::convert::{self, cache_error, error};
 use crate::keys::PyKeys;
+use mizan_cache::sqlite::SqliteStore;
 use mizan_cache::{Entry, Freshness, Keys, Meta, PutOutcome, Store, StoreConfig, dependency_tags, now_ms};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -60,7 +61,11 @@ pub struct Cache {
 
 fn open(config: &StoreConfig, site: &str) -> PyResult<Opened> {
     let runtime = runtime()?;
-    let store = runtime.block_on(config.open(site)).map_err(cache_error)?;
+    let store: Arc<dyn Store> = match config {
+        // Python's threads wait on their own, the GIL released: SQLite runs right there.
+        StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, site).map_err(cache_error)?.inline()),
+        _ => runtime.block_on(config.open(site)).map_err(cache_error)?,
+    };
     Ok(Opened { pid: std::process::id(), runtime, store })
 }
 
