@@ -330,8 +330,9 @@ impl Node {
                     // Unless this node checked it against the current schema when it stored it,
                     // checked as an origin answer is: the origin's own cache (mizan_cache) may
                     // have written it, from a function that does not keep to the schema.
-                    let mark = self.origin.checked_mark(context);
-                    let trusted = mark.is_some() && entry.meta.extra.get(CHECKED).and_then(Value::as_str) == mark;
+                    let trusted = entry.meta.extra.get(CHECKED).and_then(Value::as_str).is_some_and(|carried| {
+                        self.origin.checked_mark(context, &entry.body).is_some_and(|mark| mark == carried)
+                    });
                     let checked = if trusted {
                         RawJson::from_bytes(&entry.body).map_err(|e| format!("does not parse: {e}"))
                     } else {
@@ -359,10 +360,10 @@ impl Node {
         {
             let (ttl, swr, sie) = answer_lifetimes(times, &fetched.directives);
             let mut meta = Meta::data(key, context, params, self.clock.now(), (ttl, swr, sie), generations);
-            if let Some(mark) = self.origin.checked_mark(context) {
+            let body = Bytes::copy_from_slice(data.get().as_bytes());
+            if let Some(mark) = self.origin.checked_mark(context, &body) {
                 meta.extra.insert(CHECKED.into(), mark.into());
             }
-            let body = Bytes::copy_from_slice(data.get().as_bytes());
             if let Err(e) = self.put_within(PUT_WAIT, Entry { body, meta }).await {
                 self.store_failed("put", &e);
             }
@@ -371,8 +372,8 @@ impl Node {
     }
 }
 
-/// The metadata field of a data entry this node checked against its context's schema (the
-/// schema's mark, [`crate::origin::Origin::checked_mark`]).
+/// The metadata field of a data entry this node checked against its context's schema: the
+/// mark of that data and schema ([`crate::origin::Origin::checked_mark`]).
 const CHECKED: &str = "checked";
 
 /// Headers the node writes itself, or that describe one connection: a bundle's own are

@@ -160,15 +160,19 @@ pub struct OriginConfig {
     pub max_concurrent: usize,
 }
 
+/// What checks data, for the mark of data checked ([`Origin::checked_mark`]): a validator that
+/// judges differently must not trust the marks of this one.
+const VALIDATOR: &str = "jsonschema 0.33";
+
 /// The origin client, with a compiled validator per context.
 pub struct Origin {
     client: reqwest::Client,
     proxy_client: reqwest::Client,
     config: OriginConfig,
     validators: HashMap<String, jsonschema::Validator>,
-    /// Per context: a short hash of its `returns` schema, the mark of data this node checked
-    /// ([`Origin::checked_mark`]).
-    marks: HashMap<String, String>,
+    /// Per context: a hash of its `returns` schema and of the validator, which the mark of
+    /// data this node checked binds to that data ([`Origin::checked_mark`]).
+    marks: HashMap<String, [u8; 32]>,
     slots: tokio::sync::Semaphore,
     waiting: std::sync::atomic::AtomicUsize,
 }
@@ -192,8 +196,9 @@ impl Origin {
             let validator = jsonschema::validator_for(&context.returns)
                 .map_err(|e| format!("contexts.{name}.returns is not a usable JSON Schema: {e}"))?;
             validators.insert(name.clone(), validator);
-            let schema = crate::cache::key::jcs(&context.returns);
-            marks.insert(name.clone(), blake3::hash(schema.as_bytes()).to_hex()[..16].to_string());
+            let mut schema = blake3::Hasher::new();
+            schema.update(VALIDATOR.as_bytes()).update(crate::cache::key::jcs(&context.returns).as_bytes());
+            marks.insert(name.clone(), *schema.finalize().as_bytes());
         }
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -323,12 +328,17 @@ impl Origin {
         }
     }
 
-    /// What a data entry this node checked against `context`'s `returns` schema carries in its
-    /// metadata (`checked`): an entry that carries the current schema's mark is not checked
-    /// again when read; one another writer stored (the origin's `mizan_cache`), or checked
-    /// against an earlier schema, is.
-    pub(crate) fn checked_mark(&self, context: &str) -> Option<&str> {
-        self.marks.get(context).map(String::as_str)
+    /// The mark of `data` checked against `context`'s `returns` schema, which a data entry
+    /// the node stored carries in its metadata (`checked`): a hash of the schema, the
+    /// validator and the data itself, so that an entry read back with a matching mark is not
+    /// checked again, and one whose data another writer stored or changed (the origin's
+    /// `mizan_cache` keeps unknown metadata fields through its rewrites), or that was checked
+    /// against an earlier schema, is. `None` for a context the manifest does not know.
+    pub(crate) fn checked_mark(&self, context: &str, data: &[u8]) -> Option<String> {
+        let schema = self.marks.get(context)?;
+        let mut mark = blake3::Hasher::new();
+        mark.update(schema).update(data);
+        Some(mark.finalize().to_hex()[..32].to_string())
     }
 
     /// Checks `data` against `context`'s `returns` schema: origin answers, and data entries
