@@ -75,6 +75,15 @@ pub const BATCH: usize = 500;
 /// Expired members a put drops from each of its tag sets (the put script's 64).
 pub const PRUNE: usize = 64;
 
+/// A staging key's suffix no other put uses: this process's id, a counter of its own puts, and a
+/// random number (a forked child inherits the counter and the random generator's state, never
+/// the process id; two machines share neither).
+fn nonce() -> String {
+    static PUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}.{n:x}.{:016x}", std::process::id(), fastrand::u64(..))
+}
+
 /// How long a put's staged entry lives if its script never runs (the connection dropped
 /// between the two): the script runs right after it, in the same pipeline.
 const STAGED_MS: u64 = 30_000;
@@ -186,7 +195,7 @@ impl RedisStore {
             .collect();
         let tags_json = serde_json::to_string(&tags).map_err(unavailable)?;
         let meta = serde_json::to_vec(&entry.meta).map_err(unavailable)?;
-        let staged = self.names.staged(key, fastrand::u64(..));
+        let staged = self.names.staged(key, &nonce());
         let mut keys = vec![
             entry_key,
             self.names.stale(key),
@@ -228,7 +237,7 @@ impl RedisStore {
             Err(e) => return Err(unavailable(e)),
         };
         if outcome == -2 {
-            return Err(unavailable(format!("the staged copy of {key} was gone before its put ran (evicted?)")));
+            return Err(unavailable(format!("the staged copy of {key} was gone when its put's script ran (evicted)")));
         }
         Ok(match outcome {
             0 => PutOutcome::Stored,

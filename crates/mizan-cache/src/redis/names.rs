@@ -114,9 +114,9 @@ impl Names {
     }
 
     /// Where one put stages the entry before its script renames it into place (`nonce`:
-    /// random per put, so two puts of one key never share it).
-    pub(super) fn staged(&self, key: &str, nonce: u64) -> String {
-        format!("{}:{nonce:016x}", self.of("u:", key))
+    /// unique per put, so two puts of one key never share it).
+    pub(super) fn staged(&self, key: &str, nonce: &str) -> String {
+        format!("{}:{nonce}", self.of("u:", key))
     }
 }
 

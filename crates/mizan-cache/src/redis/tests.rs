@@ -26,11 +26,22 @@ fn every_key_sits_under_the_site_prefix() {
     assert_eq!(names.tag_list(key), "mz1:{shop/2}:k:p:ab12cd");
     assert_eq!(names.lock(key), "mz1:{shop/2}:l:p:ab12cd");
     assert_eq!(names.written(key), "mz1:{shop/2}:w:p:ab12cd");
-    assert_eq!(names.staged(key, 0xbeef), "mz1:{shop/2}:u:p:ab12cd:000000000000beef");
+    assert_eq!(names.staged(key, "1f.2.beef"), "mz1:{shop/2}:u:p:ab12cd:1f.2.beef");
     assert_eq!(names.fence_counter(2), "mz1:{shop/2}:f");
     assert_eq!(names.tag(2, "c:product_detail:id=1"), "mz1:{shop/2}:t:c:product_detail:id=1");
     assert_eq!(names.bucket_generation(15, "c:x"), "mz1:{shop/15}:g:c:x");
     assert_eq!(names.generation("c:product_detail:id=1"), "mz1:{shop}:g:c:product_detail:id=1");
+}
+
+/// Staging keys are unique per put, also across processes forked from one that already put (a
+/// child inherits the counter and the random generator's state, not the process id).
+#[test]
+fn staging_nonces_never_repeat() {
+    let (a, b) = (super::nonce(), super::nonce());
+    assert_ne!(a, b);
+    for n in [&a, &b] {
+        assert!(n.starts_with(&format!("{:x}.", std::process::id())), "{n}");
+    }
 }
 
 #[test]
