@@ -6,6 +6,8 @@
 
 use crate::convert::{self, cache_error, error};
 use crate::keys::PyKeys;
+use mizan_cache::memory::MemoryStore;
+use mizan_cache::redis::RedisStore;
 use mizan_cache::sqlite::SqliteStore;
 use mizan_cache::{Entry, Freshness, Keys, Meta, PutOutcome, Store, StoreConfig, dependency_tags, now_ms};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -55,16 +57,15 @@ pub struct Cache {
     site: String,
     keys: Option<Py<PyKeys>>,
     opened: Mutex<Arc<Opened>>,
-    /// The `Keys` inside `keys`, for calls that release the GIL.
-    rust_keys: Option<Keys>,
 }
 
 fn open(config: &StoreConfig, site: &str) -> PyResult<Opened> {
     let runtime = runtime()?;
     let store: Arc<dyn Store> = match config {
+        StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
         // Python's threads wait on their own, the GIL released: SQLite runs right there.
         StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, site).map_err(cache_error)?.inline()),
-        _ => runtime.block_on(config.open(site)).map_err(cache_error)?,
+        StoreConfig::Redis(url) => Arc::new(runtime.block_on(RedisStore::connect(url, site)).map_err(cache_error)?),
     };
     Ok(Opened { pid: std::process::id(), runtime, store })
 }
@@ -97,7 +98,8 @@ impl Cache {
     }
 
     fn keys(&self) -> PyResult<&Keys> {
-        self.rust_keys.as_ref().ok_or_else(|| {
+        // A frozen class: its `Keys` are read without the GIL.
+        self.keys.as_ref().map(|k| &k.get().keys).ok_or_else(|| {
             error(
                 "NoSecret",
                 "this Cache was opened without a secret: pass secret= (the node's MIZAN_SECRET) to derive keys",
@@ -136,15 +138,15 @@ impl Cache {
         if let StoreConfig::Memory(bytes) = &mut config {
             *bytes = memory_mb.saturating_mul(1 << 20);
         }
-        let (keys, rust_keys) = match secret.filter(|s| !s.is_none()) {
+        let keys = match secret.filter(|s| !s.is_none()) {
             Some(secret) => {
                 let keys = Keys::from_secret(&convert::secret(secret)?, dev).map_err(cache_error)?;
-                (Some(Py::new(py, PyKeys { keys: keys.clone() })?), Some(keys))
+                Some(Py::new(py, PyKeys { keys })?)
             }
-            None => (None, None),
+            None => None,
         };
         let opened = py.detach(|| open(&config, site))?;
-        Ok(Self { config, site: site.to_string(), keys, opened: Mutex::new(Arc::new(opened)), rust_keys })
+        Ok(Self { config, site: site.to_string(), keys, opened: Mutex::new(Arc::new(opened)) })
     }
 
     /// The same as `Cache(url, ...)`.
@@ -164,8 +166,12 @@ impl Cache {
 
     /// `memory`, `sqlite` or `redis`.
     #[getter]
-    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
-        Ok(self.opened(py)?.store.name())
+    fn backend(&self) -> &'static str {
+        match self.config {
+            StoreConfig::Memory(_) => "memory",
+            StoreConfig::Sqlite(_) => "sqlite",
+            StoreConfig::Redis(_) => "redis",
+        }
     }
 
     #[getter]

@@ -1,12 +1,7 @@
 //! Naming a store: `memory`, `sqlite:<path>` or a Redis URL, as the node's `--store` and
-//! Python's `Cache.from_url` take it, and opening it (without the node's memory tier).
+//! Python's `Cache.from_url` take it.
 
-use crate::memory::MemoryStore;
-use crate::redis::RedisStore;
-use crate::sqlite::SqliteStore;
-use crate::{CacheError, Store};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Which store to open: what the node's `--store` and Python's `Cache.from_url` take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,15 +54,5 @@ impl StoreConfig {
             StoreConfig::Sqlite(path) => format!("sqlite:{}", path.display()),
             StoreConfig::Redis(url) => crate::redis::Target::redact(url),
         }
-    }
-
-    /// Opens the store for `site` (memory ignores the site: it holds one site). Redis
-    /// connects (and fails if it cannot); SQLite creates or checks its file.
-    pub async fn open(&self, site: &str) -> Result<Arc<dyn Store>, CacheError> {
-        Ok(match self {
-            StoreConfig::Memory(bytes) => Arc::new(MemoryStore::new(*bytes)),
-            StoreConfig::Sqlite(path) => Arc::new(SqliteStore::open(path, site)?),
-            StoreConfig::Redis(url) => Arc::new(RedisStore::connect(url, site).await?),
-        })
     }
 }
