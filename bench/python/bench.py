@@ -748,11 +748,8 @@ def main():
     print()
     print("| store | get(k) → Entry, 50 KB page | get(k).body, 50 KB | get(k) → Entry, 2 KB data | get(k).body, 2 KB | get_data(context, params) | data_key(context, params) |")
     print("|---|---|---|---|---|---|---|")
-    for f, bs in fam.items():
+    for f in fam:
         s = splits[f]
-        r = results[f]
-        m = next(b.name for b in bs if b.is_mizan)
-
         print(f"| {f} | {cell(s['split_get_entry'])} | {cell(s['get_page'])} | {cell(s['split_get_data_entry'])} | "
               f"{cell(s['get_data'])} | {cell(s['split_get_data_helper'])} | {cell(s['split_data_key'])} |")
     print()
@@ -760,10 +757,8 @@ def main():
     print()
     print("| store | put, full metadata (as in the table) | put, no deps (no tags to check or index) | one store call: generations([tag]) | metadata from Python: jcs(metadata) |")
     print("|---|---|---|---|---|")
-    for f, bs in fam.items():
+    for f in fam:
         s = splits[f]
-        r = results[f]
-        m = next(b.name for b in bs if b.is_mizan)
         print(f"| {f} | {cell(s['put_data'])} | {cell(s['split_put_bare'])} | {cell(s['split_store_call'])} | {cell(s['split_meta_convert'])} |")
     if server:
         print()
