@@ -54,6 +54,15 @@ def test_errors_name_what_was_wrong(tmp_path):
     with pytest.raises(mizan_cache.MetadataError, match=r"params\.tags\[1\] is of type set"):
         cache.purge("product_detail", {"tags": ["a", {1}]})
     assert cache.purge("product_detail", {"id": 2**70}) == 0, "past 64 bits: a double, as JSON.parse reads it"
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(mizan_cache.MetadataError, match=r"params\.x(\[0\]){128} nests deeper than 128 levels"):
+        cache.purge("product_detail", {"x": deep})
+    shallow: list = []
+    for _ in range(127):
+        shallow = [shallow]
+    assert cache.purge("product_detail", {"x": shallow}) == 0, "128 levels are taken"
     with pytest.raises(TypeError, match="mapping"):
         cache.purge("product_detail", [1, 2])
     with pytest.raises(ValueError, match="hard.*soft"):
