@@ -16,24 +16,51 @@ pub fn free_port() -> u16 {
 
 /// Spawns `command` and returns once a line of its stdout satisfies `ready`: no polling, no
 /// sleeping. Its output is drained afterwards so it never blocks on a full pipe. Panics if it
-/// exits first.
-pub fn spawn_ready(mut command: Command, what: &str, ready: impl Fn(&str) -> bool) -> Child {
+/// exits first, with the end of what it wrote to stderr.
+pub fn spawn_ready(command: Command, what: &str, ready: impl Fn(&str) -> bool) -> Child {
+    try_spawn_ready(command, what, ready)
+        .unwrap_or_else(|stderr| panic!("{what} exited before it was ready:\n{stderr}"))
+}
+
+/// [`spawn_ready`], or, if it exits before it is ready, the end of its stderr (so a caller can
+/// tell a port taken meanwhile from another failure).
+pub fn try_spawn_ready(mut command: Command, what: &str, ready: impl Fn(&str) -> bool) -> Result<Child, String> {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e} (run scripts/setup, which installs it)"));
     let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    // Its last lines of stderr, kept for an error; read all along so it never blocks.
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));
+    let reader = {
+        let tail = tail.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        })
+    };
     let mut lines = BufReader::new(stdout).lines();
     loop {
         match lines.next() {
             Some(Ok(line)) if ready(&line) => break,
             Some(Ok(_)) => {}
-            _ => panic!("{what} exited before it was ready"),
+            _ => {
+                let _ = child.wait();
+                let _ = reader.join();
+                let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                return Err(tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n"));
+            }
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    child
+    Ok(child)
 }
 
 /// Kills a child process (as a crash would) and reaps it.

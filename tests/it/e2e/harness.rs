@@ -29,8 +29,8 @@ impl Origin {
 
     /// The origin with `env` set (`MIZAN_CACHE_URL`... for mizan_cache.django).
     pub fn start_with(env: &[(&str, &str)]) -> Self {
-        let port = testing::free_port();
-        Self { child: Some(testing::django_origin(port, env)), port }
+        let (child, port) = testing::django_origin_anywhere(env);
+        Self { child: Some(child), port }
     }
 
     pub fn url(&self) -> String {
